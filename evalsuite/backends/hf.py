@@ -1,0 +1,302 @@
+"""Hugging Face transformers backend (CPU or CUDA).
+
+Two things make it faster than a plain batched forward, and both are exact:
+- requests whose inputs are identical (MMLU's four single-token choices share one context) are
+  computed once, with every continuation read from the same logits;
+- requests whose inputs share a long token prefix (the 5-shot exemplars of a subject) form a
+  cluster: the prefix's KV cache is computed once and each batch of suffixes continues from a
+  copy of it. Only the suffix tokens (and only the logits that are read) are computed per row.
+Log-likelihood semantics are lm-eval's (`_encode_pair`), so the numbers match it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from evalsuite.backends import Done
+from evalsuite.backends import models as model_store
+from evalsuite.chat_template import CHATML_TEMPLATE
+from evalsuite.errors import BackendError
+from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
+from evalsuite.registry import backend
+
+Row = tuple[tuple[int, ...], list[tuple[int, list[int]]]]  # input tokens, [(request index, continuation)]
+
+
+@backend("hf", "Hugging Face transformers on CPU/GPU: local folder, GGUF file, hub id or PEFT adapter")
+class HFBackend:
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int | str = "auto",
+        max_batch_tokens: int | None = None,
+        max_length: int | None = None,
+        add_bos_token: bool | None = None,
+        prefix_sharing: bool = True,
+        min_shared_prefix: int = 32,
+        chat_template: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        resolved = model_store.resolve(model)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+        except OSError as exc:
+            hint = "" if resolved.local else " (a hub id needs network access; pass a local folder or .gguf file)"
+            raise BackendError(f"cannot load model '{model}': {str(exc).splitlines()[0]}{hint}") from exc
+        if resolved.adapter:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, resolved.adapter)
+        self.model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if chat_template or not self.tokenizer.chat_template:
+            self.tokenizer.chat_template = chat_template or CHATML_TEMPLATE
+        model_type = getattr(self.model.config, "model_type", "")
+        # lm-eval adds BOS for Gemma (it degenerates without it) and not for most others.
+        self.add_bos_token = add_bos_token if add_bos_token is not None else model_type.startswith("gemma")
+        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 2048)
+        self.batch_size = None if batch_size == "auto" else int(batch_size)
+        on_gpu = self.device.startswith("cuda")
+        self.max_batch_tokens = max_batch_tokens or (16384 if on_gpu else 2048)
+        self.prefix_sharing = prefix_sharing
+        self.min_shared_prefix = min_shared_prefix
+        self.model_name = resolved.name
+        self.dtype = dtype
+        self.fingerprint = model_store.fingerprint(
+            resolved.path, resolved.adapter, extra=f"{dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}"
+        )
+        self._resolved = resolved
+
+    # ---------------------------------------------------------------- info
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": "hf",
+            "path": self._resolved.path,
+            "adapter": self._resolved.adapter,
+            "dtype": self.dtype,
+            "device": self.device,
+            "max_length": self.max_length,
+            "add_bos_token": self.add_bos_token,
+            "chat_template": self.tokenizer.chat_template,
+            "prefix_sharing": self.prefix_sharing,
+        }
+
+    def close(self) -> None:
+        self.model = None
+
+    # ---------------------------------------------------------------- tokens
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=self.add_bos_token)["input_ids"]
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split: trailing context whitespace joins the continuation."""
+        if context == "":
+            prefix = self.tokenizer.bos_token_id
+            prefix = self.tokenizer.eos_token_id if prefix is None else prefix
+            return [prefix], self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self._encode(context + continuation)
+        ctx = self._encode(context)
+        return ctx, whole[len(ctx) :]
+
+    def render(self, prompt: str | Sequence[dict[str, str]]) -> str:
+        """The exact text sent to the model (chat template applied to messages)."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+    # ---------------------------------------------------------------- loglikelihood
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], done: Done) -> None:
+        rows: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        for i, r in enumerate(requests):
+            ctx, cont = self._encode_pair(r.context, r.continuation)
+            full = (ctx + cont)[-(self.max_length + 1) :]
+            cont = cont[-len(full) + 1 :] if len(cont) >= len(full) else cont
+            rows.setdefault(tuple(full[:-1]), []).append((i, cont))
+        for prefix_len, cluster in self._clusters(list(rows.items())):
+            self._score_cluster(prefix_len, cluster, done)
+
+    def _clusters(self, rows: list[Row]) -> list[tuple[int, list[Row]]]:
+        """Group rows by a shared token prefix; each cluster gets the prefix length it can reuse."""
+        rows.sort(key=lambda row: row[0])
+        clusters: list[tuple[int, list[Row]]] = []
+        current: list[Row] = []
+        lcp = 0
+        for row in rows:
+            if current:
+                shared = _common_prefix(current[0][0], row[0], lcp)
+                if self.prefix_sharing and shared >= self.min_shared_prefix:
+                    current.append(row)
+                    lcp = shared
+                    continue
+                clusters.append((lcp, current))
+            current, lcp = [row], len(row[0])
+        if current:
+            clusters.append((lcp, current))
+        out = []
+        for lcp, members in clusters:
+            # every continuation's logits must come from the suffix part
+            usable = min([lcp] + [len(inp) - max(len(c) for _, c in reqs) for inp, reqs in members])
+            shared = usable if len(members) > 1 and usable >= self.min_shared_prefix else 0
+            out.append((shared, members))
+        return out
+
+    def _score_cluster(self, prefix_len: int, rows: list[Row], done: Done) -> None:
+        torch = self._torch
+        cache = None
+        with torch.inference_mode():
+            if prefix_len:
+                prefix = torch.tensor([rows[0][0][:prefix_len]], device=self.device)
+                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            rows = sorted(rows, key=lambda row: -len(row[0]))
+            for batch in self._batches(rows, lambda row: len(row[0]) - prefix_len):
+                t0 = time.perf_counter()
+                self._score_batch(prefix_len, cache, batch, done, t0)
+
+    def _score_batch(self, p: int, cache: Any, batch: list[Row], done: Done, t0: float) -> None:
+        torch = self._torch
+        suffixes = [inp[p:] for inp, _ in batch]
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in suffixes], device=self.device)
+        mask = torch.tensor([[1] * (p + len(s)) + [0] * (width - len(s)) for s in suffixes], device=self.device)
+        positions = torch.arange(p, p + width, device=self.device).expand(len(batch), -1)
+        needed = sorted(
+            {len(inp) - p - len(cont) + j for inp, reqs in batch for _, cont in reqs for j in range(len(cont))}
+        )
+        index = {pos: k for k, pos in enumerate(needed)}
+        kwargs: dict[str, Any] = {}
+        if cache is not None:
+            kv = copy.deepcopy(cache)
+            kv.batch_repeat_interleave(len(batch))
+            kwargs["past_key_values"] = kv
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=torch.tensor(needed, device=self.device),
+            use_cache=cache is not None,
+            **kwargs,
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        greedy = logprobs.argmax(dim=-1)
+        latency = (time.perf_counter() - t0) / max(1, sum(len(reqs) for _, reqs in batch))
+        for b, (inp, reqs) in enumerate(batch):
+            for i, cont in reqs:
+                cols = [index[len(inp) - p - len(cont) + j] for j in range(len(cont))]
+                target = torch.tensor(cont, device=self.device)
+                lp = logprobs[b, cols].gather(-1, target[:, None]).sum().item()
+                is_greedy = bool((greedy[b, cols] == target).all().item())
+                done(i, Output(logprob=lp, is_greedy=is_greedy, tokens_in=len(inp) + 1, latency_s=latency))
+
+    def _batches(self, items: list[Any], length: Any) -> list[list[Any]]:
+        """Length-sorted items cut into batches under the token budget (or a fixed batch size)."""
+        batches: list[list[Any]] = []
+        current: list[Any] = []
+        for item in items:
+            width = max([length(item)] + [length(x) for x in current[:1]])
+            full = (
+                len(current) >= self.batch_size
+                if self.batch_size
+                else (len(current) + 1) * width > self.max_batch_tokens or len(current) >= 64
+            )
+            if current and full:
+                batches.append(current)
+                current = []
+            current.append(item)
+        if current:
+            batches.append(current)
+        return batches
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[GenerateRequest], done: Done) -> None:
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            sampled = r.temperature > 0
+            key = (r.max_tokens, r.stop, r.temperature, r.top_p, r.n if sampled else 1, r.seed if sampled else None)
+            groups.setdefault(key, []).append(i)
+        for (max_tokens, stop, temperature, top_p, n, seed), idxs in groups.items():
+            texts = {i: self.render(requests[i].prompt) for i in idxs}
+            encoded = {i: self._encode(texts[i])[-(self.max_length - max_tokens) :] for i in idxs}
+            order = sorted(idxs, key=lambda i: -len(encoded[i]))
+            # seeded sampling runs one prompt at a time so its samples do not depend on the batch
+            batches = [[i] for i in order] if temperature > 0 else self._batches(order, lambda i: len(encoded[i]) + max_tokens)
+            for batch in batches:
+                if seed is not None:
+                    self._torch.manual_seed(seed)
+                t0 = time.perf_counter()
+                outs = self._generate_batch([encoded[i] for i in batch], max_tokens, stop, temperature, top_p, n)
+                latency = (time.perf_counter() - t0) / len(batch)
+                for i, (gen_texts, n_out) in zip(batch, outs):
+                    if temperature == 0 and requests[i].n > 1:
+                        gen_texts = gen_texts * requests[i].n  # greedy: every sample is the same
+                    extra = {"prompt_text": texts[i]} if not isinstance(requests[i].prompt, str) else {}
+                    done(i, Output(texts=gen_texts, tokens_in=len(encoded[i]), tokens_out=n_out, latency_s=latency, extra=extra))
+
+    def _generate_batch(
+        self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...], temperature: float, top_p: float, n: int
+    ) -> list[tuple[list[str], int]]:
+        torch = self._torch
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_tokens,
+                num_return_sequences=n,
+                stop_strings=list(stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=pad,
+                top_k=None,
+                **sampling,
+            )
+        results = []
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        for b in range(len(prompts)):
+            texts, n_tokens = [], 0
+            for k in range(n):
+                new = out[b * n + k, width:].tolist()
+                cut = next((j for j, t in enumerate(new) if t in eos_ids or t == pad), len(new))
+                text = _cut_at_stop(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop)
+                texts.append(text)
+                n_tokens += cut
+            results.append((texts, n_tokens))
+        return results
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """Text before the first stop sequence (generation stops *after* emitting it)."""
+    cut = min((pos for s in stop if (pos := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,197 @@
+"""The `evalsuite` command.
+
+Start-up stays fast (no torch, no pandas): every command imports what it needs when it runs.
+Commands owned by plugin folders (compare, gate, train, ...) are delegated: for command NAME the
+module in `DELEGATED` provides `configure_NAME(parser)` and `run_NAME(args) -> int`.
+User errors print one line and exit 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import Any
+
+DELEGATED = {
+    "compare": ("evalsuite.reports.cli", "compare runs: score table with CIs, paired tests, HTML report"),
+    "gate": ("evalsuite.reports.cli", "CI regression gate: exit 1 when the candidate regressed"),
+    "train": ("evalsuite.trainers.cli", "LoRA SFT training that scores its checkpoints"),
+    "data": ("evalsuite.data.cli", "build instruction data: templates, self-instruct, filters, decontamination"),
+}
+
+
+def parse_kv(text: str | None, flag: str) -> dict[str, Any]:
+    """`a=1,b=x,c=true` -> {"a": 1, "b": "x", "c": True}."""
+    from evalsuite.errors import UsageError
+
+    out: dict[str, Any] = {}
+    for part in filter(None, (text or "").split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"malformed {flag} '{text}': expected key=value[,key=value...]")
+        out[key.strip()] = _typed(value.strip())
+    return out
+
+
+def _typed(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--limit takes a positive whole number of samples, got '{text}'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--limit takes a positive whole number of samples, got '{text}'")
+    return n
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite list tasks`)")
+    p.add_argument("--task-args", help="key=value[,key=value] passed to every task factory")
+    p.add_argument("--limit", type=_limit, help="evaluate only the first N samples of each task")
+    p.add_argument("--data-dir", help="local data tree laid out like shared/data (or EVALSUITE_DATA_DIR)")
+    p.add_argument("--output-dir", default="runs", help="where run directories go (default: runs/)")
+    p.add_argument("--allow-code-execution", action="store_true", help="allow code tasks to run model code in the sandbox")
+    p.add_argument("--seed", type=int, default=1234)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalsuite", description="Evaluate language models; train and gate them.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="evaluate a model on tasks")
+    run.add_argument("--model", required=True, help="smollm2-135m, a folder, a .gguf file, a hub id, vllm:PATH, openai:NAME")
+    run.add_argument("--backend", help="backend name (default: from the --model prefix, else hf)")
+    run.add_argument("--model-args", help="key=value[,...] for the backend, e.g. dtype=bfloat16,batch_size=8")
+    run.add_argument("--batch-size", help="'auto' (default) or a number")
+    run.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the model-call cache")
+    run.add_argument("--cache-path", help="SQLite cache file (default: user cache dir, or EVALSUITE_CACHE_DIR)")
+    run.add_argument("--samples-per-task", type=int, default=1, help="samples per prompt (pass@k)")
+    run.add_argument("--temperature", type=float, help="sampling temperature for tasks that sample")
+    _add_common(run)
+
+    score = sub.add_parser("score", help="score outputs made elsewhere, or re-score a run dir (no model)")
+    score.add_argument("--outputs", help="JSONL: {id, output} lines or the task's native format")
+    score.add_argument("--run-dir", help="an earlier run directory to re-score")
+    _add_common(score)
+
+    lst = sub.add_parser("list", help="list plugins: tasks, scorers, backends, judges, reporters")
+    lst.add_argument("kind", nargs="?", choices=["tasks", "backends", "scorers", "judges", "reporters"])
+
+    for name, (module, help_text) in DELEGATED.items():
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from evalsuite.runner import RunConfig
+
+    model_args = parse_kv(getattr(args, "model_args", None), "--model-args")
+    if getattr(args, "batch_size", None):
+        model_args["batch_size"] = _typed(args.batch_size)
+    if getattr(args, "base_url", None):
+        model_args["base_url"] = args.base_url
+    return RunConfig(
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        model=getattr(args, "model", None),
+        backend=getattr(args, "backend", None),
+        model_args=model_args,
+        task_args=parse_kv(args.task_args, "--task-args"),
+        limit=args.limit,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        use_cache=not getattr(args, "no_cache", False),
+        cache_path=getattr(args, "cache_path", None),
+        seed=args.seed,
+        samples_per_task=getattr(args, "samples_per_task", 1),
+        temperature=getattr(args, "temperature", None),
+        allow_code_execution=args.allow_code_execution,
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from evalsuite import registry
+
+    table = Table("kind", "name", "from", "description", title="evalsuite plugins", title_justify="left")
+    for kind in [args.kind] if args.kind else list(registry.KINDS):
+        for info in registry.describe(kind):
+            table.add_row(kind[:-1], info.name, info.origin, info.description)
+    Console().print(table)
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "list":
+        return cmd_list(args)
+    if args.command in DELEGATED:
+        module_name, _ = DELEGATED[args.command]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            from evalsuite.errors import UsageError
+
+            raise UsageError(f"'{args.command}' is not available in this install ({exc.name} missing)") from exc
+        sub = argparse.ArgumentParser(prog=f"evalsuite {args.command}")
+        getattr(module, f"configure_{args.command}")(sub)
+        return int(getattr(module, f"run_{args.command}")(sub.parse_args(args.rest)) or 0)
+    from evalsuite import runner
+
+    if args.command == "run":
+        runner.run_eval(_config(args))
+    else:
+        runner.score_outputs(_config(args), outputs=args.outputs, run_dir=args.run_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    debug = args.debug or os.environ.get("EVALSUITE_DEBUG") == "1"
+    from evalsuite.errors import EvalsuiteError
+
+    t0 = time.perf_counter()
+    try:
+        return _dispatch(args, argv)
+    except EvalsuiteError as exc:
+        if debug:
+            raise
+        print(f"evalsuite: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("evalsuite: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if debug:
+            raise
+        print(f"evalsuite: internal error after {time.perf_counter() - t0:.1f}s: {type(exc).__name__}: {exc} "
+              "(re-run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

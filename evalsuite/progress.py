@@ -1,0 +1,55 @@
+"""Rich progress bars with requests/s, tokens/s and ETA, and the final score table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """requests/s and tokens/s since the bar started."""
+
+    def render(self, task: Any) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0 or not task.completed:
+            return Text("-- req/s", style="dim")
+        tokens = task.fields.get("tokens", 0)
+        return Text(f"{task.completed / elapsed:6.1f} req/s {tokens / elapsed:8.0f} tok/s", style="cyan")
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def score_table(results: dict[str, Any], title: str) -> Table:
+    """Task / metric / value ± stderr / n, from results.json's `tasks` section."""
+    table = Table(title=title, title_justify="left")
+    for col, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("± stderr", "right"), ("n", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for task_name, task in results.get("tasks", {}).items():
+        for metric, m in task.get("metrics", {}).items():
+            table.add_row(task_name, metric, _fmt(m.get("value")), _fmt(m.get("stderr")), str(m.get("n", "")))
+        if task.get("errors"):
+            table.add_row(task_name, "[red]errors[/red]", str(task["errors"]), "", "")
+    return table

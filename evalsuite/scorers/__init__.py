@@ -1,0 +1,1 @@
+"""Scorers usable by any task."""

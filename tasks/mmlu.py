@@ -1,0 +1,107 @@
+"""MMLU: 57 subjects, 4-way multiple choice scored by log-likelihood of the answer letter.
+
+Prompts are lm-eval's `mmlu` template (description line, "Question\nA. ..\nAnswer:", continuation
+" A".." D"), few-shot from the dev split with its `first_n` sampler, so the numbers compare with
+`lm_eval --tasks mmlu --num_fewshot 5`. Metrics: acc overall (micro: every question weighs the
+same, lm-eval's weighting by size), acc_macro (mean of subject accuracies) and acc per subject.
+
+Data: `<data-dir>/mmlu/{dev,test}/<subject>_{dev,test}.csv` (header `question,choice0..3,answer`,
+answer 0-3), or the hub dataset `cais/mmlu` when no data dir is given.
+`--limit N` takes N questions spread round-robin over the subjects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from evalsuite import stats
+from evalsuite.data import load_hub, read_csv
+from evalsuite.records import LoglikelihoodRequest, Output, Request, Sample, SampleRecord, Score
+from evalsuite.registry import task
+from evalsuite.task import Task, TaskContext
+
+LETTERS = ("A", "B", "C", "D")
+
+
+def format_question(question: str, choices: Sequence[str]) -> str:
+    lines = [question.strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+class MMLU(Task):
+    name = "mmlu"
+    version = "1"
+    group_by = "subject"
+
+    def __init__(self, num_fewshot: int = 5, subjects: str | None = None) -> None:
+        self.num_fewshot = num_fewshot
+        self.subjects = subjects
+
+    def _rows(self, ctx: TaskContext, split: str) -> dict[str, list[dict[str, Any]]]:
+        """subject -> rows of {question, choices, answer}."""
+        wanted = set(self.subjects.split("+")) if self.subjects else None
+        out: dict[str, list[dict[str, Any]]] = {}
+        if ctx.data_dir is None:
+            for row in load_hub("cais/mmlu", "all", split=split):
+                out.setdefault(row["subject"], []).append(row)
+        else:
+            folder = ctx.data_path("mmlu", split, hub_hint="cais/mmlu")
+            for path in sorted(folder.glob(f"*_{split}.csv")):
+                subject = path.name[: -len(f"_{split}.csv")]
+                out[subject] = [
+                    {"question": r["question"], "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(r["answer"])}
+                    for r in read_csv(path)
+                ]
+        return {s: rows for s, rows in sorted(out.items()) if wanted is None or s in wanted}
+
+    def load(self, ctx: TaskContext) -> list[Sample]:
+        tests = self._rows(ctx, "test")
+        devs = self._rows(ctx, "dev") if self.num_fewshot else {}
+        per_subject: list[list[Sample]] = []
+        for subject, rows in tests.items():
+            topic = subject.replace("_", " ")
+            shots = "".join(
+                f"{format_question(r['question'], r['choices'])} {LETTERS[r['answer']]}\n\n"
+                for r in devs.get(subject, [])[: self.num_fewshot]
+            )
+            prefix = f"The following are multiple choice questions (with answers) about {topic}.\n\n{shots}"
+            per_subject.append([
+                Sample(
+                    id=f"{subject}/{i}",
+                    input=prefix + format_question(r["question"], r["choices"]),
+                    target=LETTERS[r["answer"]],
+                    choices=list(LETTERS),
+                    metadata={"subject": subject},
+                )
+                for i, r in enumerate(rows)
+            ])
+        # round-robin over subjects, so that --limit N samples N subjects rather than one
+        longest = max((len(s) for s in per_subject), default=0)
+        return [subj[i] for i in range(longest) for subj in per_subject if i < len(subj)]
+
+    def requests(self, sample: Sample) -> list[Request]:
+        return [LoglikelihoodRequest(sample.input, f" {c}") for c in sample.choices or LETTERS]  # type: ignore[arg-type]
+
+    def score(self, sample: Sample, outputs: Sequence[Output]) -> Score:
+        if outputs and outputs[0].logprob is None:  # answers given as text (`evalsuite score`)
+            match = re.search(r"\b([ABCD])\b", outputs[0].text.strip())
+            pred = match.group(1) if match else None
+        else:
+            logprobs = [o.logprob for o in outputs]
+            pred = LETTERS[max(range(len(logprobs)), key=lambda i: logprobs[i])]  # type: ignore[arg-type, return-value]
+        return Score({"acc": float(pred == sample.target)}, answer=pred)
+
+    def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
+        out = super().aggregate(records)
+        subject_accs = [g["acc"]["value"] for g in out.get("groups", {}).values() if "acc" in g]
+        if subject_accs:
+            mean, se = stats.mean_stderr(subject_accs)
+            out["metrics"]["acc_macro"] = {"value": mean, "stderr": se, "n": len(subject_accs)}
+        return out
+
+
+@task("mmlu", "MMLU (57 subjects), 5-shot, log-likelihood of the answer letter, like lm-eval's mmlu")
+def mmlu(num_fewshot: int = 5, subjects: str | None = None) -> MMLU:
+    return MMLU(num_fewshot=num_fewshot, subjects=subjects)
