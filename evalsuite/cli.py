@@ -68,6 +68,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="runs", help="where run directories go (default: runs/)")
     p.add_argument("--allow-code-execution", action="store_true", help="allow code tasks to run model code in the sandbox")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--judge", help="judge model for LLM-as-judge tasks (any --model spec, e.g. openai:gpt-4o)")
+    p.add_argument("--judge-args", help="key=value[,...] for the judge's backend")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the model-call cache")
+    p.add_argument("--cache-path", help="SQLite cache file (default: user cache dir, or EVALSUITE_CACHE_DIR)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-args", help="key=value[,...] for the backend, e.g. dtype=bfloat16,batch_size=8")
     run.add_argument("--batch-size", help="'auto' (default) or a number")
     run.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
-    run.add_argument("--no-cache", action="store_true", help="do not read or write the model-call cache")
-    run.add_argument("--cache-path", help="SQLite cache file (default: user cache dir, or EVALSUITE_CACHE_DIR)")
     run.add_argument("--samples-per-task", type=int, default=1, help="samples per prompt (pass@k)")
     run.add_argument("--temperature", type=float, help="sampling temperature for tasks that sample")
     _add_common(run)
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list plugins: tasks, scorers, backends, judges, reporters")
     lst.add_argument("kind", nargs="?", choices=["tasks", "backends", "scorers", "judges", "reporters"])
+    lst.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
     for name, (module, help_text) in DELEGATED.items():
         p = sub.add_parser(name, help=help_text, add_help=False)
@@ -124,6 +128,8 @@ def _config(args: argparse.Namespace) -> Any:
         samples_per_task=getattr(args, "samples_per_task", 1),
         temperature=getattr(args, "temperature", None),
         allow_code_execution=args.allow_code_execution,
+        judge=args.judge,
+        judge_args=parse_kv(args.judge_args, "--judge-args"),
     )
 
 
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    debug = args.debug or os.environ.get("EVALSUITE_DEBUG") == "1"
+    debug = getattr(args, "debug", False) or os.environ.get("EVALSUITE_DEBUG") == "1"
     from evalsuite.errors import EvalsuiteError
 
     t0 = time.perf_counter()

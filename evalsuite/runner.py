@@ -48,6 +48,8 @@ class RunConfig:
     samples_per_task: int = 1
     temperature: float | None = None
     allow_code_execution: bool = False
+    judge: str | None = None  # model spec of the judge (any backend), for LLM-as-judge tasks
+    judge_args: dict[str, Any] = field(default_factory=dict)
 
     def context(self) -> TaskContext:
         if self.limit is not None and self.limit < 1:
@@ -102,10 +104,46 @@ def make_backend(model: str, backend: str | None, model_args: dict[str, Any]) ->
         return cls(model=model, **model_args)
 
 
+class ModelClient:
+    """A model reached through the cache, built on first use: what judges and generators call.
+
+    `generate(requests)` returns one Output per request; cached calls never reach the model, so
+    re-scoring a run re-asks the judge nothing it has answered before.
+    """
+
+    def __init__(self, model: str, model_args: dict[str, Any], cache: CallCache) -> None:
+        self.spec, self.model_args, self.cache = model, model_args, cache
+        self._backend: Any = None
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = make_backend(self.spec, None, self.model_args)
+        return self._backend
+
+    @property
+    def name(self) -> str:
+        return self.backend.model_name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.backend.fingerprint
+
+    def generate(self, requests: list[Request], label: str = "judge") -> list[Output]:
+        with make_progress() as progress:
+            return serve(requests, self.backend, self.cache, self.fingerprint, progress, label)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
 def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: str, progress: Any, label: str) -> list[Output]:
     """Answer requests from the cache, sending only the misses (deduplicated) to the backend."""
     keys = [request_key(r, fingerprint) for r in requests]
     found = cache.get_many(list(dict.fromkeys(keys)))
+    for out in found.values():
+        out.extra["cached"] = True  # recorded in samples.jsonl: this answer was not recomputed
     misses: dict[str, Request] = {k: r for k, r in zip(keys, requests) if k not in found}
     bar = progress.add_task(label, total=len(misses) or None, tokens=0)
     tokens = [0]
@@ -138,7 +176,7 @@ def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any) -> tuple[
         raise DataError(f"task '{name}' loaded no samples")
     records = [SampleRecord(name, s, [], []) for s in samples]
     pending = {i: task.requests(r.sample) for i, r in enumerate(records)}
-    t0, stats = time.perf_counter(), {"requests": 0, "tokens_in": 0, "tokens_out": 0}
+    t0, stats = time.perf_counter(), {"requests": 0, "cached": 0, "tokens_in": 0, "tokens_out": 0}
     round_no = 0
     while pending:
         flat = [(i, req) for i, reqs in pending.items() for req in reqs]
@@ -147,6 +185,7 @@ def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any) -> tuple[
             records[i].requests.append(req)
             records[i].outputs.append(out)
             stats["requests"] += 1
+            stats["cached"] += bool(out.extra.get("cached"))
             stats["tokens_in"] += out.tokens_in
             stats["tokens_out"] += out.tokens_out
             if out.error and records[i].error is None:
@@ -194,11 +233,16 @@ def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
     out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
     backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
-    cache = NullCache() if not cfg.use_cache else CallCache(Path(cfg.cache_path) if cfg.cache_path else None)
+    cache = _cache(cfg)
+    ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     model_info = {"name": backend.model_name, "spec": cfg.model, "fingerprint": backend.fingerprint, **backend.info()}
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
                 cleanup=cache.close)
+
+
+def _cache(cfg: RunConfig) -> CallCache:
+    return NullCache() if not cfg.use_cache else CallCache(Path(cfg.cache_path) if cfg.cache_path else None)
 
 
 def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | None = None) -> Path:
@@ -208,6 +252,8 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
     ctx = cfg.context()
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
     out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
+    cache = _cache(cfg)
+    ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     if run_dir:
         log = rundir.load_run(run_dir)
         model_info = {**log.results.get("model", {}), "rescored_from": str(Path(run_dir).resolve())}
@@ -224,7 +270,7 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
     def answer_factory(progress: Any) -> Any:
         raise AssertionError("score mode never calls a model")  # pragma: no cover
 
-    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored)
+    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close)
 
 
 def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: dict[str, Any],

@@ -29,6 +29,7 @@ class TaskContext:
     temperature: float | None = None
     allow_code_execution: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    judge: Any = None  # a `runner.ModelClient` for LLM-as-judge scorers (`--judge MODEL`), else None
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None, **kw: Any) -> TaskContext:

@@ -267,8 +267,7 @@ class HFBackend:
                 attention_mask=mask,
                 max_new_tokens=max_tokens,
                 num_return_sequences=n,
-                stop_strings=list(stop) or None,
-                tokenizer=self.tokenizer,
+                stopping_criteria=self._stop_criteria(stop, width),
                 pad_token_id=pad,
                 top_k=None,
                 **sampling,
@@ -286,6 +285,28 @@ class HFBackend:
                 n_tokens += cut
             results.append((texts, n_tokens))
         return results
+
+
+    def _stop_criteria(self, stop: tuple[str, ...], prompt_width: int) -> Any:
+        """Stop a row once a stop string appears in its *generated* text.
+
+        Written by hand because transformers' `stop_strings` also matches across the prompt
+        boundary (a prompt ending in "11" stops "1" at once); like lm-eval, we decode only the
+        tail of the new tokens.
+        """
+        if not stop:
+            return None
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch, tok = self._torch, self.tokenizer
+        lookback = max(len(tok(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
+
+        class StopOnStrings(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                tails = tok.batch_decode(input_ids[:, prompt_width:][:, -lookback:])
+                return torch.tensor([any(s in t for s in stop) for t in tails], device=input_ids.device)
+
+        return StoppingCriteriaList([StopOnStrings()])
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:

@@ -1,0 +1,89 @@
+"""Shared fixtures: an isolated call cache, a tiny random Llama, tiny data trees, the real data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_call_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own call cache; converted models stay in the user cache (made once)."""
+    monkeypatch.setenv("EVALSUITE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set EVALSUITE_DATA_DIR to shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted from GGUF once per machine."""
+    from evalsuite.backends import models
+
+    try:
+        return Path(models.resolve("smollm2-135m").path)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"embedded model unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer: real code paths in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_gsm8k(root: Path, n_test: int = 6, n_train: int = 5) -> Path:
+    """A tiny data tree in shared/data's GSM8K format."""
+    folder = root / "gsm8k"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "train.jsonl").open("w") as f:
+        for i in range(n_train):
+            f.write(json.dumps({"question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"}) + "\n")
+    with (folder / "test.jsonl").open("w") as f:
+        for i in range(n_test):
+            f.write(json.dumps({"question": f"Tom has {i} apples and buys {i + 1} more. How many?",
+                                "answer": f"{i} + {i + 1} = {2 * i + 1}\n#### {2 * i + 1}"}) + "\n")
+    return root
+
+
+def write_mmlu(root: Path, subjects: tuple[str, ...] = ("anatomy", "astronomy"), n_test: int = 3) -> Path:
+    """A tiny data tree in shared/data's MMLU format (header row, 0-3 answers)."""
+    for split, n in (("dev", 5), ("test", n_test)):
+        folder = root / "mmlu" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for subject in subjects:
+            lines = ["question,choice0,choice1,choice2,choice3,answer"]
+            lines += [f'"{subject} {split} question {i}?",w{i},x{i},y{i},"z, {i}",{i % 4}' for i in range(n)]
+            (folder / f"{subject}_{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
