@@ -36,8 +36,8 @@ def _register(kind: str, name: str | None, description: str | None) -> Callable[
         if not plugin_name:
             raise TypeError(f"cannot infer a {kind[:-1]} name for {obj!r}; pass name=")
         obj.__evalsuite_name__ = plugin_name  # type: ignore[attr-defined]
-        doc = description or (obj.__doc__ or "").strip().splitlines()[0:1]
-        obj.__evalsuite_description__ = doc if isinstance(doc, str) else (doc[0] if doc else "")  # type: ignore[attr-defined]
+        doc_lines = (obj.__doc__ or "").strip().splitlines()
+        obj.__evalsuite_description__ = description or (doc_lines[0] if doc_lines else "")  # type: ignore[attr-defined]
         _registered[kind][plugin_name] = obj
         return obj
 
@@ -110,9 +110,7 @@ def describe(kind: str) -> list[PluginInfo]:
     infos = []
     for name in names(kind):
         ep = eps.get(name)
-        obj = _load(kind, ep) if ep is not None and name not in _registered[kind] else _registered[kind].get(name)
-        if obj is None:
-            obj = _load(kind, ep)  # type: ignore[arg-type]
+        obj = _registered[kind].get(name) or _load(kind, ep)  # type: ignore[arg-type]
         desc = getattr(obj, "__evalsuite_description__", "") or (obj.__doc__ or "").strip().split("\n")[0]
         infos.append(PluginInfo(kind, name, _origin(ep) if ep is not None else "<local>", desc))
     return infos

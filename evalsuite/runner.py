@@ -232,7 +232,11 @@ def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
     ctx = cfg.context()
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
     out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
-    backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
+    try:
+        backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
+    except BaseException:
+        out.rmdir()  # still empty: no run happened
+        raise
     cache = _cache(cfg)
     ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     model_info = {"name": backend.model_name, "spec": cfg.model, "fingerprint": backend.fingerprint, **backend.info()}

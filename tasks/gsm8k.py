@@ -48,14 +48,15 @@ class GSM8K(Task):
     name = "gsm8k"
     version = "3"
 
-    def __init__(self, num_fewshot: int = 5, max_tokens: int = 256) -> None:
+    def __init__(self, num_fewshot: int = 5, max_tokens: int = 256, hub_path: str = "openai/gsm8k") -> None:
         self.num_fewshot = num_fewshot
+        self.hub_path = hub_path
         self.max_tokens = max_tokens
         self.stop = ["Question:", "</s>", "<|im_end|>"]
 
     def _split(self, ctx: TaskContext, split: str) -> list[dict]:
         if ctx.data_dir is None:
-            return load_hub("openai/gsm8k", "main", split=split)
+            return load_hub(self.hub_path, "main", split=split)
         return read_jsonl(ctx.data_path("gsm8k", f"{split}.jsonl", hub_hint="openai/gsm8k"))
 
     def load(self, ctx: TaskContext) -> list[Sample]:
@@ -81,5 +82,5 @@ class GSM8K(Task):
 
 
 @task("gsm8k", "GSM8K grade-school math, 5-shot generation, strict (#### N) and flexible (last number) match")
-def gsm8k(num_fewshot: int = 5, max_tokens: int = 256) -> GSM8K:
-    return GSM8K(num_fewshot=num_fewshot, max_tokens=max_tokens)
+def gsm8k(num_fewshot: int = 5, max_tokens: int = 256, hub_path: str = "openai/gsm8k") -> GSM8K:
+    return GSM8K(num_fewshot=num_fewshot, max_tokens=max_tokens, hub_path=hub_path)

@@ -35,16 +35,17 @@ class MMLU(Task):
     version = "1"
     group_by = "subject"
 
-    def __init__(self, num_fewshot: int = 5, subjects: str | None = None) -> None:
+    def __init__(self, num_fewshot: int = 5, subjects: str | None = None, hub_path: str = "cais/mmlu") -> None:
         self.num_fewshot = num_fewshot
         self.subjects = subjects
+        self.hub_path = hub_path
 
     def _rows(self, ctx: TaskContext, split: str) -> dict[str, list[dict[str, Any]]]:
         """subject -> rows of {question, choices, answer}."""
         wanted = set(self.subjects.split("+")) if self.subjects else None
         out: dict[str, list[dict[str, Any]]] = {}
         if ctx.data_dir is None:
-            for row in load_hub("cais/mmlu", "all", split=split):
+            for row in load_hub(self.hub_path, "all", split=split):
                 out.setdefault(row["subject"], []).append(row)
         else:
             folder = ctx.data_path("mmlu", split, hub_hint="cais/mmlu")
@@ -103,5 +104,5 @@ class MMLU(Task):
 
 
 @task("mmlu", "MMLU (57 subjects), 5-shot, log-likelihood of the answer letter, like lm-eval's mmlu")
-def mmlu(num_fewshot: int = 5, subjects: str | None = None) -> MMLU:
-    return MMLU(num_fewshot=num_fewshot, subjects=subjects)
+def mmlu(num_fewshot: int = 5, subjects: str | None = None, hub_path: str = "cais/mmlu") -> MMLU:
+    return MMLU(num_fewshot=num_fewshot, subjects=subjects, hub_path=hub_path)
