@@ -22,7 +22,7 @@ from evalsuite import registry, rundir
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, UsageError
 from evalsuite.progress import console, make_progress, score_table
-from evalsuite.records import Output, Request, SampleRecord, request_key
+from evalsuite.records import Output, Request, Sample, SampleRecord, request_key
 from evalsuite.task import Task, TaskContext
 
 
@@ -167,13 +167,19 @@ def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: 
     return [found[k] for k in keys]
 
 
-def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any) -> tuple[list[SampleRecord], dict[str, Any]]:
-    """Samples -> requests -> outputs (via `answer`, round by round for multi-turn tasks)."""
+def load_samples(name: str, task: Task, ctx: TaskContext) -> list[Sample]:
     samples = task.load(ctx)
     if ctx.limit:
         samples = samples[: ctx.limit]
     if not samples:
         raise DataError(f"task '{name}' loaded no samples")
+    return samples
+
+
+def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any,
+                 samples: list[Sample] | None = None) -> tuple[list[SampleRecord], dict[str, Any]]:
+    """Samples -> requests -> outputs (via `answer`, round by round for multi-turn tasks)."""
+    samples = samples if samples is not None else load_samples(name, task, ctx)
     records = [SampleRecord(name, s, [], []) for s in samples]
     pending = {i: task.requests(r.sample) for i, r in enumerate(records)}
     t0, stats = time.perf_counter(), {"requests": 0, "cached": 0, "tokens_in": 0, "tokens_out": 0}
@@ -231,6 +237,8 @@ def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
         raise UsageError("no model given: pass --model (e.g. --model smollm2-135m)")
     ctx = cfg.context()
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+    with console.status("loading data ..."):  # missing data fails here, before a model loads
+        samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
     out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
     try:
         backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
@@ -242,7 +250,7 @@ def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
     model_info = {"name": backend.model_name, "spec": cfg.model, "fingerprint": backend.fingerprint, **backend.info()}
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
-                cleanup=cache.close)
+                cleanup=cache.close, samples=samples)
 
 
 def _cache(cfg: RunConfig) -> CallCache:
@@ -278,7 +286,8 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
 
 
 def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: dict[str, Any],
-         answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None) -> Path:
+         answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None,
+         samples: dict[str, list[Sample]] | None = None) -> Path:
     results: dict[str, Any] = {"model": model_info, "config": asdict(cfg), **environment(),
                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running", "tasks": {}}
     all_records: list[SampleRecord] = []
@@ -290,7 +299,7 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
                 if stored is not None:
                     records, timing = stored[name], {"wall_s": 0.0}
                 else:
-                    records, timing = execute_task(name, task, ctx, answer)
+                    records, timing = execute_task(name, task, ctx, answer, (samples or {}).get(name))
                 results["tasks"][name] = finish_task(name, task, records, ctx, timing)
                 all_records.extend(records)
                 rundir.write_samples(out / rundir.SAMPLES, all_records)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from evalsuite.errors import DataError
 from evalsuite.task import TaskContext
 from evalsuite.tasks.gsm8k import GSM8K
 from evalsuite.tasks.mmlu import MMLU
@@ -44,8 +41,17 @@ def test_mmlu_from_hub_layout(tmp_path: Path) -> None:
     assert samples[0].input.count("\nAnswer:") == 6  # 5 shots + the question
 
 
-def test_unreachable_hub_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="--data-dir"):
-        GSM8K(hub_path="openai/gsm8k-definitely-not-cached").load(TaskContext(data_dir=None))
+def test_unreachable_hub_fails_before_the_model_loads(tmp_path: Path) -> None:
+    """No data dir, no hub: one line naming the fix, before any model is loaded."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "EVALSUITE_DATA_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--model", "a-model-that-would-never-load",
+                           "--tasks", "gsm8k", "--output-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cannot load dataset 'openai/gsm8k'" in proc.stderr and "--data-dir" in proc.stderr
+    assert not list(tmp_path.iterdir()), "no run directory for a run that never started"
