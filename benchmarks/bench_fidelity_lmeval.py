@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from evalsuite.tasks.hellaswag import _LAST_FRAGMENT, FILE
 
 LM_EVAL_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
@@ -65,7 +64,7 @@ def mmlu_tasks(samples: list[Any], data_dir: Path, out: Path) -> dict[str, list[
         by_subject.setdefault(s.metadata["subject"], []).append(s)
     mapping = {}
     for subject, subs in by_subject.items():
-        def rows(split: str) -> list[dict[str, Any]]:
+        def rows(split: str, subject: str = subject) -> list[dict[str, Any]]:
             with (data_dir / "mmlu" / split / f"{subject}_{split}.csv").open(encoding="utf-8", newline="") as f:
                 return [{"question": r["question"], "choices": [r[f"choice{i}"] for i in range(4)],
                          "answer": int(r["answer"])} for r in csv.DictReader(f)]
@@ -142,7 +141,7 @@ def compare(name: str, records: dict[str, Any], lm_samples: dict[str, list[dict]
            "acc_ours": sum(r["scores"]["acc"] for r in rows) / n, "acc_lm_eval": sum(r["lm_acc"] for r in rows) / n,
            "max_abs_ll_diff": max(abs(a - b) for r in rows for a, b in zip(r["ours"], r["theirs"]))}
     if rows[0]["lm_acc_norm"] is not None:
-        lens = lambda r: [len(c) for c in r["choices"]]  # noqa: E731
+        lens = lambda r: [len(c) for c in r["choices"]]
         out["agree_norm"] = sum(argmax([a / l for a, l in zip(r["ours"], lens(r))]) == argmax([a / l for a, l in zip(r["theirs"], lens(r))]) for r in rows)
         out["acc_norm_ours"] = sum(r["scores"]["acc_norm"] for r in rows) / n
         out["acc_norm_lm_eval"] = sum(r["lm_acc_norm"] for r in rows) / n
@@ -184,8 +183,12 @@ def main() -> None:
     mappings = {}
     for name in names:
         samples = [r.sample for r in run.records_for(name)]
-        mappings[name] = {"mmlu": lambda: mmlu_tasks(samples, data_dir, include), "arc_easy": lambda: arc_tasks(samples, include),
-                          "hellaswag": lambda: hellaswag_tasks(samples, data_dir, include)}[name]()
+        if name == "mmlu":
+            mappings[name] = mmlu_tasks(samples, data_dir, include)
+        elif name == "arc_easy":
+            mappings[name] = arc_tasks(samples, include)
+        else:
+            mappings[name] = hellaswag_tasks(samples, data_dir, include)
     hflm = HFLM(pretrained=backend.model, tokenizer=backend.tokenizer, batch_size=args.batch_size, device=backend.device)
     t0 = time.perf_counter()
     res = lm_eval.simple_evaluate(model=hflm, tasks=[t for m in mappings.values() for t in m], log_samples=True,

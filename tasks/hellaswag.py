@@ -25,12 +25,13 @@ import bz2
 import re
 from typing import Any
 
+from evalsuite.tasks.arc import ChoiceTask
+
 from evalsuite.data import load_hub
 from evalsuite.errors import DataError
 from evalsuite.records import Sample
 from evalsuite.registry import task
 from evalsuite.task import TaskContext
-from evalsuite.tasks.arc import ChoiceTask
 
 FILE = "hellaswag_val_full.txt.bz2"
 _LAST_FRAGMENT = re.compile(r"^(.*[.!?] )([a-z])")  # greedy: the last sentence end followed by lower case

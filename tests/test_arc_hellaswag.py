@@ -8,11 +8,11 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from evalsuite.tasks.arc import ARC, choice_metrics
+from evalsuite.tasks.hellaswag import HellaSwag, hub_sample, preprocess, text_sample
 
 from evalsuite.records import Output, Sample
 from evalsuite.task import TaskContext
-from evalsuite.tasks.arc import ARC, choice_metrics
-from evalsuite.tasks.hellaswag import HellaSwag, hub_sample, preprocess, text_sample
 
 from .test_hub_loading import _hub_repo
 from .test_spine_tasks import LM_EVAL_TASKS, _lm_eval_yaml
@@ -45,7 +45,7 @@ def test_arc_prompt_is_lm_evals(tmp_path: Path) -> None:
     config = _lm_eval_yaml(LM_EVAL_TASKS / "arc/arc_easy.yaml")
     doc = {"question": "Which gas do plants take in?", "answerKey": "B",
            "choices": {"text": row["choices"], "label": ["A", "B", "C", "D"]}}
-    render = lambda key: jinja2.Template(config[key]).render(**doc)  # noqa: E731
+    render = lambda key: jinja2.Template(config[key]).render(**doc)
     assert sample.input == render("doc_to_text")
     assert sample.target == int(render("doc_to_target")) == 1
     assert [r.continuation for r in ARC().requests(sample)] == [" oxygen", " carbon dioxide", " helium", " neon"]

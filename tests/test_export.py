@@ -57,12 +57,12 @@ def test_cli_run_writes_the_export(tiny_model_dir: Path, tmp_path: Path) -> None
     (tmp_path / "data" / "arc" / "arc_easy_test.jsonl").write_text((json.dumps(row) + "\n") * 3)
     proc = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--model", str(tiny_model_dir),
                            "--tasks", "arc_easy", "--data-dir", str(tmp_path / "data"), "--export", "lm-eval",
-                           "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+                           "--output-dir", str(tmp_path / "runs")], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = (tmp_path / "runs").iterdir()
     out = json.loads((run / "results_lm-eval.json").read_text())
     assert set(out["results"]["arc_easy"]) >= {"alias", "acc,none", "acc_norm,none", "acc_stderr,none"}
     bad = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", "--model", str(tiny_model_dir),
                           "--tasks", "arc_easy", "--data-dir", str(tmp_path / "data"), "--export", "csv",
-                          "--output-dir", str(tmp_path / "runs2")], capture_output=True, text=True, timeout=300)
+                          "--output-dir", str(tmp_path / "runs2")], check=False, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown --export format" in bad.stderr and "Traceback" not in bad.stderr
