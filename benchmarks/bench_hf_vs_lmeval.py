@@ -105,14 +105,17 @@ def bare_forward(model, tok, contexts: list[str], batch_size: int) -> float:
     import torch
 
     encoded = sorted((tok(c)["input_ids"] for c in contexts), key=len, reverse=True)
+    dev = next(model.parameters()).device
     t0 = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(encoded), batch_size):
             batch = encoded[i : i + batch_size]
             width = len(batch[0])
-            ids = torch.tensor([b + [tok.pad_token_id] * (width - len(b)) for b in batch])
-            mask = torch.tensor([[1] * len(b) + [0] * (width - len(b)) for b in batch])
+            ids = torch.tensor([b + [tok.pad_token_id] * (width - len(b)) for b in batch], device=dev)
+            mask = torch.tensor([[1] * len(b) + [0] * (width - len(b)) for b in batch], device=dev)
             model(input_ids=ids, attention_mask=mask)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -156,7 +159,7 @@ def main() -> None:
     n_ll = 4 * n_q
     ll_tokens = sum(o.tokens_in for r in es_mmlu for o in r.outputs)
     gen_tokens = sum(r.outputs[0].tokens_out for r in es_gsm)
-    print(f"\nmodel SmolLM2-135M fp32 on CPU; lm-eval batch_size={args.batch_size}")
+    print(f"\nmodel SmolLM2-135M {backend.dtype} on {backend.device}; lm-eval batch_size={args.batch_size}")
     print(f"| workload | evalsuite | lm-eval | ratio |\n|---|---|---|---|")
     print(f"| MMLU log-likelihood, {n_ll} requests | {es_ll_time:.1f} s ({n_ll / es_ll_time:.1f} req/s, "
           f"{ll_tokens / es_ll_time:.0f} tok/s) | {lm_ll_time:.1f} s ({n_ll / lm_ll_time:.1f} req/s) | "

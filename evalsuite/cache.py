@@ -1,8 +1,9 @@
 """SQLite cache of every model call, so a killed run resumes where it stopped.
 
 Keys come from `records.request_key` (model fingerprint + request), never from batch size or
-device count. Writes are committed at least every `commit_every_s` seconds and on close, so a
-SIGKILL loses at most that much work. WAL mode lets a report read while a run writes.
+device count. Every write is committed at once: a SIGKILL loses nothing, and the write lock is
+never held across a model call, so several processes (a run, a trainer's checkpoint scorers) can
+share one cache. WAL mode with synchronous=NORMAL makes such a commit cheap (no fsync).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def default_cache_dir() -> Path:
 class CallCache:
     """Request key -> Output, persisted in `<cache_dir>/calls.sqlite`."""
 
-    def __init__(self, path: Path | None = None, commit_every_s: float = 0.5) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_cache_dir() / "calls.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30)
@@ -37,8 +38,6 @@ class CallCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output TEXT NOT NULL, created REAL)")
         self._db.commit()
-        self._commit_every_s = commit_every_s
-        self._last_commit = time.monotonic()
         self.hits = 0
         self.misses = 0
 
@@ -62,12 +61,10 @@ class CallCache:
             "INSERT OR REPLACE INTO calls (key, output, created) VALUES (?, ?, ?)",
             (key, json.dumps(dataclasses.asdict(output)), time.time()),
         )
-        if time.monotonic() - self._last_commit >= self._commit_every_s:
-            self.flush()
+        self._db.commit()
 
     def flush(self) -> None:
         self._db.commit()
-        self._last_commit = time.monotonic()
 
     def close(self) -> None:
         self.flush()

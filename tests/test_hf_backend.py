@@ -114,3 +114,23 @@ def test_real_smollm2_answers_paris() -> None:
         LoglikelihoodRequest("The capital of France is", " Potato"),
     ])
     assert good.logprob > bad.logprob
+
+
+def test_chat_prompts_stop_at_the_chatml_end_of_turn_text(tiny_model_dir: Path) -> None:
+    """A base model trained on ChatML as plain text ends its turn with '<|im_end|>' text, not EOS.
+
+    Found on gemma-3-270m after SFT: 23/100 answers ran on into invented user turns.
+    """
+    backend = HFBackend(str(tiny_model_dir))
+    seen: list[tuple[str, ...]] = []
+    real = backend._generate_batch
+
+    def spy(prompts, max_tokens, stop, *rest):  # records the stops, runs the real generation
+        seen.append(stop)
+        return real(prompts, max_tokens, stop, *rest)
+
+    backend._generate_batch = spy  # type: ignore[method-assign]
+    outs = _collect(backend.generate, [GenerateRequest(chat("Hi"), max_tokens=4, stop=("\n\n",)),
+                                       GenerateRequest("Hi", max_tokens=4, stop=("\n\n",))])
+    assert sorted(seen) == [("\n\n",), ("\n\n", "<|im_end|>")]
+    assert all("<|im_end|>" not in o.text for o in outs)

@@ -79,7 +79,7 @@ class HFBackend:
         self.model_name = resolved.name
         self.dtype = dtype
         self.fingerprint = model_store.fingerprint(
-            resolved.path, resolved.adapter, extra=f"{dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}"
+            resolved.path, resolved.adapter, extra=f"{dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}|turn_end"
         )
         self._resolved = resolved
 
@@ -232,7 +232,8 @@ class HFBackend:
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             sampled = r.temperature > 0
-            key = (r.max_tokens, r.stop, r.temperature, r.top_p, r.n if sampled else 1, r.seed if sampled else None)
+            stop = tuple(r.stop) if isinstance(r.prompt, str) else tuple(r.stop) + self._turn_end()
+            key = (r.max_tokens, stop, r.temperature, r.top_p, r.n if sampled else 1, r.seed if sampled else None)
             groups.setdefault(key, []).append(i)
         for (max_tokens, stop, temperature, top_p, n, seed), idxs in groups.items():
             texts = {i: self.render(requests[i].prompt) for i in idxs}
@@ -251,6 +252,15 @@ class HFBackend:
                         gen_texts = gen_texts * requests[i].n  # greedy: every sample is the same
                     extra = {"prompt_text": texts[i]} if not isinstance(requests[i].prompt, str) else {}
                     done(i, Output(texts=gen_texts, tokens_in=len(encoded[i]), tokens_out=n_out, latency_s=latency, extra=extra))
+
+    def _turn_end(self) -> tuple[str, ...]:
+        """ChatML's end of turn as a stop string, for chat prompts.
+
+        A base model trained on ChatML rendered as plain text (gemma has no `<|im_end|>` token)
+        ends its turn with that text, not with its EOS token: without this stop, answers would
+        run on into invented user turns. Where the marker is a special token it is EOS anyway.
+        """
+        return ("<|im_end|>",) if "<|im_end|>" in (self.tokenizer.chat_template or "") else ()
 
     def _generate_batch(
         self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...], temperature: float, top_p: float, n: int
