@@ -9,7 +9,9 @@ question) tasks, so every backend answers exactly the same prompts. Backends:
 - vllm: evalsuite's vLLM backend (offline engine);
 - openai-vllm: evalsuite's OpenAI backend against `vllm serve` started here (HTTP + echo scoring);
 - lmeval-vllm: lm-eval's own `vllm` model on the same requests (the peer; issue 2418's slow path).
-Start-up time is reported apart from throughput. Needs vLLM for all but hf.
+Start-up time is reported apart from throughput. Needs vLLM for all but hf. On CPU, vLLM binds
+its model worker to one core (and keeps one for its front-end), so the HF backend runs with
+--hf-threads 1 by default: one core each. Worker processes: keep the `__main__` guard below.
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ def lmeval_vllm(model_dir: str, enforce_eager: bool, mem: float) -> Any:
             inst = [Instance("generate_until", {}, (r.prompt, {"until": list(r.stop), "max_gen_toks": r.max_tokens,
                                                                 "do_sample": False, "temperature": 0.0}), i)
                     for i, r in enumerate(reqs)]
-            for i, text in enumerate(lm.generate_until(inst, disable_tqdm=True)):
-                done(i, Output(texts=[text]))
+            for i, text in enumerate(lm.generate_until(inst, disable_tqdm=True)):  # lm-eval returns text only
+                done(i, Output(texts=[text], tokens_out=len(lm.tokenizer.encode(text, add_special_tokens=False))))
 
         def close(self) -> None:
             pass
@@ -136,8 +138,11 @@ def make(name: str, model: str, args: argparse.Namespace) -> tuple[Any, Callable
 
     path = models.resolve(model).path
     if name == "hf":
+        import torch
+
         from evalsuite.backends.hf import HFBackend
 
+        torch.set_num_threads(args.hf_threads)
         b = HFBackend(path)
         return b, b.close
     if name == "vllm":
@@ -168,6 +173,7 @@ def main() -> None:
     ap.add_argument("--enforce-eager", action="store_true", help="skip vLLM's compile warm-up (CPU: ~220 s)")
     ap.add_argument("--mem", type=float, default=0.3, help="vLLM gpu_memory_utilization (on CPU: share of RAM)")
     ap.add_argument("--max-concurrency", type=int, default=32)
+    ap.add_argument("--hf-threads", type=int, default=1, help="torch threads of the HF backend (vLLM CPU: 1 core)")
     args = ap.parse_args()
 
     data = load_requests(args.data_dir, args.gsm8k, args.mmlu, args.max_tokens)

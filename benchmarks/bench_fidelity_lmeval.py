@@ -139,7 +139,9 @@ def compare(name: str, records: dict[str, Any], lm_samples: dict[str, list[dict]
     agree = sum(argmax(r["ours"]) == argmax(r["theirs"]) for r in rows)
     out = {"task": name, "n": n, "agree": agree, "prompt_identical": sum(r["same_prompt"] and r["same_cont"] for r in rows),
            "acc_ours": sum(r["scores"]["acc"] for r in rows) / n, "acc_lm_eval": sum(r["lm_acc"] for r in rows) / n,
-           "max_abs_ll_diff": max(abs(a - b) for r in rows for a, b in zip(r["ours"], r["theirs"]))}
+           "max_abs_ll_diff": max(abs(a - b) for r in rows for a, b in zip(r["ours"], r["theirs"])),
+           # a choice can only flip when the top-two margin is below ~2x the log-likelihood difference
+           "min_margin": min(min(margin(r["ours"]), margin(r["theirs"])) for r in rows)}
     if rows[0]["lm_acc_norm"] is not None:
         lens = lambda r: [len(c) for c in r["choices"]]
         out["agree_norm"] = sum(argmax([a / l for a, l in zip(r["ours"], lens(r))]) == argmax([a / l for a, l in zip(r["theirs"], lens(r))]) for r in rows)
@@ -157,9 +159,15 @@ def main() -> None:
     ap.add_argument("--tasks", default="mmlu,arc_easy,hellaswag")
     ap.add_argument("--data-dir", default=os.environ.get("EVALSUITE_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--batch-size", type=int, default=16, help="lm-eval HFLM batch size")
+    ap.add_argument("--batch-size", type=int, default=4,
+                    help="lm-eval HFLM batch size (16 ran out of 24 GiB on MMLU: full-vocab logits of ~3k-token prompts)")
     ap.add_argument("--json", help="write the full comparison here")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads, the same for both sides")
     args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -173,10 +181,10 @@ def main() -> None:
     backend = make_backend(args.model, None, {})
     print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run = load_run(run_eval(RunConfig(tasks=names, model=args.model, limit=args.n, data_dir=str(data_dir),
                                       use_cache=False, output_dir=str(work / "runs")), backend=backend))
-    t_ours = time.perf_counter() - t0
+    t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
     records = {name: {r.sample.id: r for r in run.records_for(name)} for name in names}
     include = work / "lm_eval_tasks"
     include.mkdir()
@@ -190,25 +198,29 @@ def main() -> None:
         else:
             mappings[name] = hellaswag_tasks(samples, data_dir, include)
     hflm = HFLM(pretrained=backend.model, tokenizer=backend.tokenizer, batch_size=args.batch_size, device=backend.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = lm_eval.simple_evaluate(model=hflm, tasks=[t for m in mappings.values() for t in m], log_samples=True,
                                   task_manager=TaskManager(include_path=str(include), include_defaults=False))
-    t_lm = time.perf_counter() - t0
+    t_lm, c_lm = time.perf_counter() - t0, time.process_time() - c0
     report = [compare(name, records[name], res["samples"], mappings[name]) for name in names]
     print(f"\nmodel {backend.model_name} on {backend.device}; n={args.n} per task; shared 2-core CPU (timings are noisy)")
     print(f"wall: evalsuite {t_ours:.1f} s, lm-eval {t_lm:.1f} s (ratio lm-eval/evalsuite {t_lm / t_ours:.2f})")
+    print(f"CPU (process time, {args.threads} torch thread(s)): evalsuite {c_ours:.1f} s, lm-eval {c_lm:.1f} s "
+          f"(ratio {c_lm / c_ours:.2f})")
     print(f"{'task':10} {'n':>4} {'prompt=':>7} {'agree':>7} {'acc ours':>9} {'acc lm':>7} {'Δacc':>7} "
           f"{'agree_n':>7} {'accn ours':>9} {'accn lm':>8} {'max|Δll|':>9}")
     for r in report:
         norm = (f"{r['agree_norm'] / r['n']:7.1%} {r['acc_norm_ours']:9.3f} {r['acc_norm_lm_eval']:8.3f}"
                 if "agree_norm" in r else f"{'-':>7} {'-':>9} {'-':>8}")
         print(f"{r['task']:10} {r['n']:4d} {r['prompt_identical']:7d} {r['agree'] / r['n']:7.1%} {r['acc_ours']:9.3f} "
-              f"{r['acc_lm_eval']:7.3f} {r['acc_ours'] - r['acc_lm_eval']:+7.3f} {norm} {r['max_abs_ll_diff']:9.2e}")
+              f"{r['acc_lm_eval']:7.3f} {r['acc_ours'] - r['acc_lm_eval']:+7.3f} {norm} {r['max_abs_ll_diff']:9.2e}"
+              f"  (smallest top-two margin {r['min_margin']:.2e})")
         for d in r["disagreements"]:
             print(f"   disagreement {r['task']} {d['id']}: ours {d['ours']} (margin {d['margin_ours']}) "
                   f"vs lm-eval {d['theirs']} (margin {d['margin_theirs']}), same prompt: {d['same_prompt']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"timing": {"evalsuite_s": t_ours, "lm_eval_s": t_lm}, "tasks": report}, indent=2))
+        Path(args.json).write_text(json.dumps({"timing": {"evalsuite_s": t_ours, "lm_eval_s": t_lm, "evalsuite_cpu_s": c_ours,
+                                                    "lm_eval_cpu_s": c_lm, "threads": args.threads}, "tasks": report}, indent=2))
 
 
 if __name__ == "__main__":

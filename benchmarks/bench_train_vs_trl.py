@@ -2,11 +2,14 @@
 
 Same model (SmolLM2-135M-Instruct), LoRA config (r=16, alpha=32, all-linear), data (Self-Instruct
 user-oriented tasks, same held-out validation set), max length 256, effective batch 2 x 2, lr,
-schedule and steps. Each trainer runs in its own process (peak RSS is per process). tokens/s counts
+schedule, steps and gradient checkpointing (TRL's SFTConfig turns it on by default; both sides
+get `--grad-ckpt`, off by default as in `evalsuite train`). Each trainer runs in its own process (peak RSS is per process) with the same
+torch thread count (`--threads`, default 1), one after the other, or side by side with `--parallel`
+(on a CPU shared with other work, both sides then see the same load). tokens/s counts
 real (non-padding) tokens trained per second of the training loop (model loading excluded). Both
 adapters are validated by the same function: mean cross-entropy over assistant tokens.
 
-    python benchmarks/bench_train_vs_trl.py --steps 8 [--data-dir ../shared/data]
+    python benchmarks/bench_train_vs_trl.py --steps 8 --threads 1 --trainers evalsuite,trl,trl-packing
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _val_loss(model, tokenizer, val: list) -> float:
     return total / n
 
 
-def run_evalsuite(model_dir: str, data_dir: Path, steps: int, tmp: Path) -> dict:
+def run_evalsuite(model_dir: str, data_dir: Path, steps: int, tmp: Path, grad_ckpt: bool = False) -> dict:
     from evalsuite.trainers import config, recipe
 
     train, val = _data(data_dir)
@@ -58,7 +61,7 @@ def run_evalsuite(model_dir: str, data_dir: Path, steps: int, tmp: Path) -> dict
     cfg = config.parse({"model": model_dir, "seed": SEED,
                         "data": {"datasets": [{"path": str(tmp / "train.jsonl")}], "val_fraction": 0.0, "max_seq_len": MAX_LEN},
                         "training": {"max_steps": steps, "micro_batch_size": MICRO, "grad_accum": ACCUM, "lr": LR,
-                                     "warmup_ratio": 0.1},
+                                     "warmup_ratio": 0.1, "gradient_checkpointing": grad_ckpt},
                         "lora": {**LORA, "target_modules": "all-linear"}, "eval": {"every": 0}})
     run = tmp / "run"
     run.mkdir()
@@ -70,7 +73,7 @@ def run_evalsuite(model_dir: str, data_dir: Path, steps: int, tmp: Path) -> dict
     return {"tokens": r.tokens_seen, "wall_s": wall, "val_loss": _val_loss(r.model, r.tokenizer, val)}
 
 
-def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool) -> dict:
+def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool, grad_ckpt: bool = False) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
@@ -85,7 +88,8 @@ def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool
     args = SFTConfig(output_dir=str(tmp / "trl"), max_steps=steps, per_device_train_batch_size=MICRO,
                      gradient_accumulation_steps=ACCUM, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.1,  # a ratio in transformers 5
                      max_length=MAX_LEN, packing=packing, seed=SEED, logging_steps=1, save_strategy="no", report_to=[],
-                     use_cpu=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0)
+                     use_cpu=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+                     gradient_checkpointing=grad_ckpt)
     lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear",
                       task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tok,
@@ -96,17 +100,20 @@ def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool
     return {"tokens": int(trainer.state.num_input_tokens_seen), "wall_s": wall, "val_loss": _val_loss(trainer.model, tok, val)}
 
 
-def worker(which: str, steps: int, data_dir: Path, out: Path) -> None:
+def worker(which: str, steps: int, data_dir: Path, out: Path, threads: int, grad_ckpt: bool = False) -> None:
     import tempfile
 
+    import torch
+
+    torch.set_num_threads(threads)
     from evalsuite.backends import models
 
     model_dir = models.resolve("smollm2-135m").path
     with tempfile.TemporaryDirectory() as tmp:
         if which == "evalsuite":
-            res = run_evalsuite(model_dir, data_dir, steps, Path(tmp))
+            res = run_evalsuite(model_dir, data_dir, steps, Path(tmp), grad_ckpt)
         else:
-            res = run_trl(model_dir, data_dir, steps, Path(tmp), packing=which == "trl-packing")
+            res = run_trl(model_dir, data_dir, steps, Path(tmp), packing=which == "trl-packing", grad_ckpt=grad_ckpt)
     res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     out.write_text(json.dumps(res))
 
@@ -116,26 +123,40 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--data-dir", default=os.environ.get("EVALSUITE_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--trainers", default="evalsuite,trl", help="comma list of evalsuite, trl, trl-packing")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, the same for every trainer")
+    ap.add_argument("--parallel", action="store_true", help="run the trainers side by side (same machine load)")
+    ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on both sides (TRL's default)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        worker(a.worker, a.steps, Path(a.data_dir), Path(a.out))
+        worker(a.worker, a.steps, Path(a.data_dir), Path(a.out), a.threads, a.grad_ckpt)
         return
-    results = {}
+    results, procs, outs = {}, [], {}
     for which in a.trainers.split(","):
-        out = Path(f"/tmp/bench_train_{which}.json")
-        subprocess.run([sys.executable, __file__, "--worker", which, "--steps", str(a.steps), "--data-dir", a.data_dir,
-                        "--out", str(out)], check=True)
+        outs[which] = out = Path(f"/tmp/bench_train_{which}.json")
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "--worker", which, "--steps", str(a.steps), "--data-dir", a.data_dir,
+               "--out", str(out), "--threads", str(a.threads), *(["--grad-ckpt"] if a.grad_ckpt else [])]
+        if a.parallel:
+            procs.append(subprocess.Popen(cmd))
+        else:  # subprocess.run: benchmarks/gpu/gpu_patches.py redirects exactly this call
+            subprocess.run(cmd, check=True)
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a trainer failed (see its output above)")
+    for which, out in outs.items():
         results[which] = json.loads(out.read_text())
-    print(f"\n{'trainer':<12} {'tokens':>8} {'wall s':>8} {'tok/s':>8} {'peak RSS GB':>12} {'val loss':>9}")
+    print(f"\nthreads per trainer: {a.threads}, {'side by side' if a.parallel else 'one after the other'}, steps: {a.steps}, "
+          f"gradient checkpointing: {'on' if a.grad_ckpt else 'off'} (both)")
+    print(f"{'trainer':<12} {'tokens':>8} {'wall s':>8} {'tok/s':>8} {'peak RSS GB':>12} {'val loss':>9}")
     for name, r in results.items():
         r["tok_s"] = r["tokens"] / r["wall_s"]
         print(f"{name:<12} {r['tokens']:>8} {r['wall_s']:>8.1f} {r['tok_s']:>8.1f} {r['peak_rss_gb']:>12.2f} {r['val_loss']:>9.4f}")
-    if "evalsuite" in results and "trl" in results:
-        e, t = results["evalsuite"], results["trl"]
-        print(f"\nevalsuite / TRL tokens/s: {e['tok_s'] / t['tok_s']:.2f}x   peak RSS ratio {e['peak_rss_gb'] / t['peak_rss_gb']:.2f}   "
-              f"val loss {e['val_loss']:.4f} vs {t['val_loss']:.4f}")
+    for peer in ("trl", "trl-packing"):
+        if "evalsuite" in results and peer in results:
+            e, t = results["evalsuite"], results[peer]
+            print(f"evalsuite / {peer} tokens/s: {e['tok_s'] / t['tok_s']:.2f}x   peak RSS ratio "
+                  f"{e['peak_rss_gb'] / t['peak_rss_gb']:.2f}   val loss {e['val_loss']:.4f} vs {t['val_loss']:.4f}")
     print(json.dumps(results, indent=1))
 
 

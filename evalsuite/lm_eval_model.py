@@ -8,6 +8,11 @@ registers "evalsuite" and then hands the command line to lm-eval's own CLI uncha
     python -m evalsuite.lm_eval_model --model evalsuite --model_args model=smollm2-135m --tasks hellaswag
 
 or, in Python, `import evalsuite.lm_eval_model` before `lm_eval.simple_evaluate(model="evalsuite", ...)`.
+For the plain `lm_eval` command, `python -m evalsuite.lm_eval_model --install-hook` writes a
+startup hook (`evalsuite_lm_eval.pth` in site-packages; `--uninstall-hook` removes it): in a
+process started as `lm_eval`, `lm-eval` or `python -m lm_eval` it imports this module just before
+lm-eval's CLI loads; any other Python process only pays one argv comparison. lm-eval releases
+that discover models through the `lm_eval.models` entry-point group need no hook.
 model_args: `model` (any evalsuite model spec: alias, folder, .gguf, `vllm:PATH`, `openai:NAME`),
 `backend` (default: chosen from the spec, else hf), `cache` (true), `cache_path`; every other key goes
 to the backend (e.g. `dtype`, `base_url`, `max_concurrency`).
@@ -16,6 +21,7 @@ to the backend (e.g. `dtype`, `base_url`, `max_concurrency`).
 from __future__ import annotations
 
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +107,56 @@ if __name__ != "__main__":  # `python -m` runs a second copy of this file: regis
     register_model("evalsuite")(EvalsuiteLM)
 
 
+# ---------------------------------------------------------------- the `lm_eval` startup hook
+HOOK_FILE = "evalsuite_lm_eval.pth"
+# Run by `site` at every interpreter start, so: stdlib only, and nothing happens unless the process
+# is lm-eval's CLI. It cannot import evalsuite yet (other .pth files, e.g. an editable install's,
+# may not have run), so it waits on a meta-path finder until lm_eval/__main__ imports `lm_eval._cli`.
+_HOOK_SOURCE = """
+def _evalsuite_hook():
+    import sys
+    argv = [a.replace(chr(92), "/").rsplit("/", 1)[-1] for a in getattr(sys, "orig_argv", sys.argv)[1:3]]
+    if not argv or not (argv[0].removesuffix(".exe") in ("lm_eval", "lm-eval") or argv == ["-m", "lm_eval"]):
+        return
+    class Finder:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "lm_eval._cli":
+                sys.meta_path.remove(Finder)
+                try:
+                    import evalsuite.lm_eval_model
+                except Exception as exc:
+                    print(f"evalsuite: lm-eval model 'evalsuite' not registered: {exc!r}", file=sys.stderr)
+            return None
+    sys.meta_path.insert(0, Finder)
+_evalsuite_hook()
+del _evalsuite_hook
+"""
+
+
+def install_hook(site_dir: str | Path | None = None) -> Path:
+    """Write the .pth hook into `site_dir` (default: this interpreter's site-packages)."""
+    path = Path(site_dir or sysconfig.get_paths()["purelib"]) / HOOK_FILE
+    path.write_text(f"import sys; exec({_HOOK_SOURCE!r})\n", encoding="utf-8")
+    return path
+
+
+def uninstall_hook(site_dir: str | Path | None = None) -> Path:
+    path = Path(site_dir or sysconfig.get_paths()["purelib"]) / HOOK_FILE
+    path.unlink(missing_ok=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
-    """lm-eval's CLI with the "evalsuite" model registered."""
+    """lm-eval's CLI with the "evalsuite" model registered (or `--install-hook` / `--uninstall-hook [DIR]`)."""
     from lm_eval.__main__ import cli_evaluate
 
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("--install-hook", "--uninstall-hook"):
+        path = (install_hook if args[0] == "--install-hook" else uninstall_hook)(args[1] if len(args) > 1 else None)
+        print(f"{'wrote' if path.exists() else 'removed'} {path}")
+        return
+    sys.argv = [sys.argv[0], *args]
     cli_evaluate()
 
 

@@ -121,12 +121,15 @@ def test_hellaswag_bad_text_form_is_a_data_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_model_on_real_arc_and_hellaswag(shared_data: Path, smollm2_dir: Path, tmp_path: Path) -> None:
-    """Two real questions of each through SmolLM2-135M, end to end via the runner (arc_easy: same code)."""
+    """A real question of each through SmolLM2-135M, end to end via the runner (arc_easy: same code).
+
+    Agreement with lm-eval on 200 questions is benchmarks/bench_fidelity_lmeval.py's job, not a test's.
+    """
     from evalsuite.rundir import load_run
     from evalsuite.runner import RunConfig, run_eval
 
     run = load_run(run_eval(RunConfig(tasks=["arc_challenge", "hellaswag"], model="smollm2-135m",
-                                      limit=2, data_dir=str(shared_data), output_dir=str(tmp_path))))
+                                      limit=1, data_dir=str(shared_data), output_dir=str(tmp_path))))
     for name in ("arc_challenge", "hellaswag"):
-        assert run.tasks[name]["n"] == 2 and set(run.tasks[name]["metrics"]) == {"acc", "acc_norm", "acc_bytes"}
+        assert run.tasks[name]["n"] == 1 and set(run.tasks[name]["metrics"]) == {"acc", "acc_norm", "acc_bytes"}
         assert all(len(r.outputs) == 4 and all(o.logprob < 0 for o in r.outputs) for r in run.records_for(name))

@@ -37,6 +37,7 @@ doc_to_choice: "{{{{choices}}}}"
 metric_list:
   - metric: acc
   - metric: acc_norm
+  - metric: acc_bytes
 metadata:
   version: 1.0
 """
@@ -91,7 +92,7 @@ metadata:
 def include_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lm_eval_tasks")
     rows = {
-        "mc": [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), str(2 * i + 1), "a fish", "blue"],
+        "mc": [{"question": f"What is {i} plus {i}?", "choices": [str(2 * i), str(2 * i + 1), "a fish", "un blé doré"],
                 "gold": i % 4} for i in range(6)],
         "gen": [{"q": f"{i} + 1 =", "a": str(i + 1)} for i in range(4)],
         "roll": [{"text": "The cat sat on the mat. It was a sunny day."}, {"text": "Numbers: 1, 2, 3, 4 and five."}],
@@ -157,6 +158,26 @@ def test_group_scores_with_lm_evals_functions(include_dir: Path) -> None:
     assert isinstance(records[-1].score.answer["items"]["bits_per_byte"], list)  # (loglikelihood, bytes) items
 
 
+def test_native_choice_metrics_equal_lm_evals_process_results(include_dir: Path) -> None:
+    """evalsuite's ARC/HellaSwag metrics (choice_metrics) vs lm-eval's multiple_choice process_results."""
+    import random
+
+    from evalsuite.tasks.arc import choice_metrics
+
+    from evalsuite.records import Output, SampleRecord
+
+    task, ctx, rng = lm_eval_task("es_mc"), TaskContext(options={"include_path": str(include_dir)}), random.Random(0)
+    samples = task.load(ctx)
+    for _ in range(40):
+        records = [SampleRecord("lm_eval:es_mc", s, task.requests(s),
+                                [Output(logprob=-rng.uniform(0.5, 20.0), is_greedy=False) for _ in s.choices])
+                   for s in samples]
+        for r, score in zip(records, task.score_all(records, ctx)):
+            texts = [c.removeprefix(" ") for c in r.sample.choices]  # the bridge keeps lm-eval's continuations
+            ours, _ = choice_metrics([o.logprob for o in r.outputs], texts, int(r.sample.target))
+            assert score.values == ours, (r.sample.choices, [o.logprob for o in r.outputs])
+
+
 @pytest.mark.slow
 def test_bridge_scores_equal_lm_evals_and_backends_agree(include_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     import lm_eval
@@ -199,10 +220,27 @@ def test_bridge_scores_equal_lm_evals_and_backends_agree(include_dir: Path, tiny
 
 
 @pytest.mark.slow
-def test_lm_eval_cli_with_the_evalsuite_model(include_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    """`python -m evalsuite.lm_eval_model` is lm-eval's own CLI with `--model evalsuite` available."""
+def test_real_lm_eval_cli_with_the_evalsuite_model(include_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The installed `lm_eval` script itself runs `--model evalsuite` once the startup hook is in site-packages.
+
+    The hook goes into a throw-away venv that sees this interpreter's packages (the real site-packages
+    stays untouched); it is installed through `python -m evalsuite.lm_eval_model --install-hook DIR`.
+    """
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site_dir = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([python, "-m", "evalsuite.lm_eval_model", "--install-hook", site_dir], check=True, capture_output=True)
+    assert (Path(site_dir) / "evalsuite_lm_eval.pth").is_file()
+    probe = "import sys; print('evalsuite' in sys.modules, any(getattr(f, '__name__', '') == 'Finder' for f in sys.meta_path))"
+    inert = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
+    assert inert == ["False", "False"]  # any other program: nothing imported, no finder installed
+    lm_eval_script = Path(sysconfig.get_path("scripts")) / "lm_eval"  # the console script pip installed
     env = {**os.environ, "EVALSUITE_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "evalsuite.lm_eval_model", "--model", "evalsuite",
+    proc = subprocess.run([python, str(lm_eval_script), "--model", "evalsuite",
                            "--model_args", f"model={tiny_model_dir}", "--tasks", "es_mc",
                            "--include_path", str(include_dir), "--output_path", str(tmp_path / "out")],
                           check=False, capture_output=True, text=True, env=env, timeout=300)
@@ -211,3 +249,5 @@ def test_lm_eval_cli_with_the_evalsuite_model(include_dir: Path, tiny_model_dir:
     results = json.loads(path.read_text())
     assert results["config"]["model"] == "evalsuite" and 0.0 <= results["results"]["es_mc"]["acc,none"] <= 1.0
     assert results["config"]["evalsuite_fingerprint"]
+    subprocess.run([python, "-m", "evalsuite.lm_eval_model", "--uninstall-hook", site_dir], check=True, capture_output=True)
+    assert not (Path(site_dir) / "evalsuite_lm_eval.pth").exists()

@@ -3,7 +3,8 @@
 Fault handling runs against a scripted stdlib server (500, 429 + Retry-After, hangs, dropped
 connections, malformed JSON). The happy path runs on a real model: SmolLM2 served through the
 OpenAI protocol by tests/openai_test_server.py, checked against the HF backend on the same
-weights; and, where vLLM is installed, against vLLM's own OpenAI server (slow: ~60 s start-up).
+weights; and, where vLLM is installed, against vLLM's own OpenAI server (`vllm serve` from the
+CPU build, slow: ~50 s start-up on 2 cores).
 """
 
 from __future__ import annotations
@@ -233,10 +234,16 @@ def test_vllm_openai_server(vllm_server: str, hf_backend) -> None:
     assert b.server_model["root"]  # vLLM reports the weights' path: part of the fingerprint
     got = collect(b.loglikelihood, LL_REQUESTS)
     want = collect(hf_backend.loglikelihood, LL_REQUESTS)
-    for g, w in zip(got, want):
-        assert g.error is None and g.logprob == pytest.approx(w.logprob, abs=0.05)
-    [gen] = collect(b.generate, [GenerateRequest("Q: What is 2 + 3?\nA:", max_tokens=8, stop=("\n",))])
-    assert gen.error is None and gen.tokens_out > 0 and "\n" not in gen.text
+    for g, w in zip(got, want):  # float32 on both sides: same numbers up to kernel rounding
+        assert g.error is None and g.logprob == pytest.approx(w.logprob, abs=5e-3) and g.tokens_in > 0
+        assert g.is_greedy == w.is_greedy
+    reqs = [GenerateRequest("Q: What is 2 + 3?\nA:", max_tokens=8, stop=("\n",)),
+            GenerateRequest(chat("What is the capital of France?"), max_tokens=8)]
+    gen = collect(b.generate, reqs)
+    hf_gen = collect(hf_backend.generate, reqs)
+    assert all(g.error is None and g.tokens_out > 0 and g.latency_s > 0 for g in gen)
+    assert gen[0].text == hf_gen[0].text and "\n" not in gen[0].text  # no near tie on this prompt
+    assert gen[1].extra["endpoint"] == "chat" and "Paris" in gen[1].text
 
 
 # ---------------------------------------------------------------------------- through the runner

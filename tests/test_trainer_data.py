@@ -94,6 +94,7 @@ def _raw(**over: object) -> dict:
     (_raw(training={"max_steps": 3, "schedule": "exp"}), "training.schedule"),
     (_raw(data={"datasets": [{"path": "a", "hub": "b"}]}), "exactly one of `path` or `hub`"),
     (_raw(lora={"r": 0}), "lora.r"),
+    (_raw(eval={"backend": "vllm", "asynchronous": "off"}), "child process"),
     ([1, 2], "expected a mapping"),
 ])
 def test_config_errors_name_the_key(raw: object, match: str) -> None:
@@ -112,3 +113,61 @@ def test_config_paths_are_relative_to_the_file_and_explained(tmp_path: Path) -> 
     (tmp_path / "bad.yaml").write_text("model: [\n")
     with pytest.raises(UsageError, match="not valid YAML"):
         config.load(tmp_path / "bad.yaml")
+
+
+def test_hub_datasets_load_through_datasets_from_local_files(tmp_path: Path, monkeypatch) -> None:
+    """`hub:` goes through `datasets.load_dataset`; a local data folder exercises it offline."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = tmp_path / "my_hub_set"
+    folder.mkdir()
+    rows = [{"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]} for i in range(5)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convs = data.load_dataset_spec(config.DatasetSpec(hub=str(folder), split="train", limit=4))
+    assert [c.messages[1]["content"] for c in convs] == ["a0", "a1", "a2", "a3"] and convs[0].source == "my_hub_set"
+    with pytest.raises(DataError, match="cannot load hub dataset"):
+        data.read_records(hub=str(tmp_path / "nope"), split="train")
+
+
+def test_curriculum_by_a_difficulty_field(tmp_path: Path) -> None:
+    rows = [{"instruction": f"task {d}", "output": "ok", "level": d} for d in (3, 1, 2)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convs = data.load_dataset_spec(config.DatasetSpec(path=str(tmp_path / "d.jsonl"), difficulty_field="level"))
+    keys = [[c.difficulty for c in convs]]
+    order = [c.messages[0]["content"] for _, c in islice(data.stream([convs], [1.0], 5, "field", keys), 3)]
+    assert order == ["task 1", "task 2", "task 3"]
+    with pytest.raises(DataError, match="no difficulty field 'hard'"):
+        data.load_dataset_spec(config.DatasetSpec(path=str(tmp_path / "d.jsonl"), difficulty_field="hard"))
+
+
+def test_device_and_precision_choice_on_this_machine() -> None:
+    import torch
+    from evalsuite.trainers.device import placement
+
+    cuda = torch.cuda.is_available()
+    auto = placement(config.parse(_raw()))
+    assert auto.cuda == cuda and auto.bf16 == (cuda and torch.cuda.is_bf16_supported())
+    forced = placement(config.parse(_raw(training={"max_steps": 3, "device": "cpu", "precision": "bf16"})))
+    assert not forced.cuda and forced.bf16 and forced.label == "cpu / bf16"
+    with pytest.raises(UsageError, match="training.device"):
+        config.parse(_raw(training={"max_steps": 3, "device": "tpu"}))
+    if not cuda:
+        with pytest.raises(UsageError, match="no CUDA GPU"):
+            placement(config.parse(_raw(training={"max_steps": 3, "device": "cuda"})))
+
+
+def test_decontamination_drops_eval_twins_and_writes_the_report(tmp_path: Path) -> None:
+    from evalsuite.trainers import contamination
+
+    from tests.conftest import write_gsm8k
+
+    data_dir = write_gsm8k(tmp_path / "data", n_test=4)
+    conv = lambda q: data.Conversation([{"role": "user", "content": q}, {"role": "assistant", "content": "7"}], "mine")
+    leaked = conv("Solve: Tom has 3 apples and buys 4 more. How many? Think step by step.")
+    sets = [[conv("Write a haiku about the sea and the wind over it tonight."), leaked], [conv("What is 2 plus 2?")]]
+    kept = contamination.clean(sets, ["gsm8k"], str(data_dir), "drop", tmp_path)
+    assert kept == [[sets[0][0]], sets[1]]
+    report = json.loads((tmp_path / contamination.REPORT).read_text())
+    assert report["contaminated_rows"] == [1] and report["tasks"]["gsm8k"]["contaminated_samples"] == 1
+    assert [d["contaminated"] for d in report["per_dataset"]] == [1, 0] and report["action"] == "drop"
+    assert contamination.clean(sets, ["gsm8k"], str(data_dir), "report", tmp_path) == sets

@@ -86,12 +86,30 @@ def test_first_fit_packing_respects_row_length(tokenizer) -> None:
     assert any(len(r) > 1 for b in batches for r in b)
 
 
+def _tiny_gemma3(tokenizer, attn: str):
+    """A random 2-layer Gemma 3 (one sliding-window layer, window 8): the base model family of the
+    README's demo, whose sliding layers must also keep attention inside each packed example."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=2048,
+                           attn_implementation=attn)
+    return Gemma3ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_logits_packed_equal_logits_alone(tiny_model_dir: Path, tokenizer, attn: str) -> None:
+def test_logits_packed_equal_logits_alone(tiny_model_dir: Path, tokenizer, attn: str, arch: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    if arch == "llama":
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    else:
+        model = _tiny_gemma3(tokenizer, attn)
     examples = _examples(tokenizer)
     batch = [[examples[0], examples[1]], [examples[2]]]  # two packed in row 0, row 1 padded
     t = packing.collate(batch, tokenizer.pad_token_id)
@@ -103,18 +121,22 @@ def test_logits_packed_equal_logits_alone(tiny_model_dir: Path, tokenizer, attn:
                 offset = 0
             alone = model(input_ids=torch.tensor([ex.input_ids])).logits[0]
             got = packed[row, offset : offset + len(ex)]
-            assert torch.allclose(got, alone, atol=1e-4), (attn, row, (got - alone).abs().max())
+            assert torch.allclose(got, alone, atol=1e-4), (arch, attn, row, (got - alone).abs().max())
             offset += len(ex)
 
 
-def test_loss_over_targets_matches_per_example_loss(tiny_model_dir: Path, tokenizer) -> None:
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_loss_over_targets_matches_per_example_loss(tiny_model_dir: Path, tokenizer, arch: str) -> None:
     """The trainer's loss (logits only at targets, packed) == the sum of each example's own loss."""
     import torch
     import torch.nn.functional as F
     from evalsuite.trainers.recipe import token_loss_sum
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    if arch == "llama":
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    else:
+        model = _tiny_gemma3(tokenizer, "sdpa")
     examples = _examples(tokenizer)
     t = packing.collate([examples], tokenizer.pad_token_id)
     with torch.no_grad():
@@ -133,3 +155,17 @@ def test_template_that_is_not_incremental_is_refused(tokenizer) -> None:
     bad = "{% for m in messages|reverse %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(UsageError, match="incrementally"):
         packing.tokenize(tokenizer, CONVS[0], bad, add_bos=False)
+
+
+def test_lookahead_fills_rows_and_keeps_every_example_once() -> None:
+    """An example that fits no row waits for the next batch while later short ones fill the gap."""
+    mk = lambda n, tag: packing.Example([tag] * n, [tag] * n)
+    stream = [mk(5, 1), mk(6, 2), mk(5, 3), mk(6, 4)]
+    tags = lambda bs: [[e.input_ids[0] for e in b[0]] for b in bs]
+    batches = list(packing.pack(iter(stream), rows=1, row_len=10, packing=True))
+    assert tags(batches) == [[1, 3], [2], [4]]
+    plain = list(packing.pack(iter(stream), rows=1, row_len=10, packing=True, lookahead=0))
+    assert tags(plain) == [[1], [2], [3], [4]]  # plain first-fit: a fourth, emptier row
+    assert list(packing.pack(iter(stream), rows=1, row_len=10, packing=True)) == batches  # deterministic
+    unpacked = list(packing.pack(iter(stream), rows=2, row_len=10, packing=False))
+    assert [[r[0].input_ids[0] for r in b] for b in unpacked] == [[1, 2], [3, 4]]  # in order

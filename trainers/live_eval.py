@@ -42,7 +42,7 @@ class LiveHFBackend(HFBackend):
         self.prefix_sharing, self.min_shared_prefix = prefix_sharing, min_shared_prefix
         self.model_name = f"{base.name}+{ckpt.name}"
         self._resolved = model_store.ResolvedModel(self.model_name, base.path, adapter=str(ckpt))
-        self.fingerprint = model_store.fingerprint(base.path, str(ckpt), extra=f"{self.dtype}|{chat_template}|bos={add_bos}")
+        self.fingerprint = model_store.fingerprint(base.path, str(ckpt), extra=f"{self.dtype}|{chat_template}|bos={add_bos}|turn_end")
 
     def close(self) -> None:  # the trainer still needs its model
         pass
@@ -50,7 +50,7 @@ class LiveHFBackend(HFBackend):
 
 def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_dir: str | None,
           task_args: dict[str, Any], backend: Any | None = None, model_args: dict[str, Any] | None = None,
-          seed: int = 1234) -> tuple[dict[str, float], list[Path]]:
+          seed: int = 1234, backend_name: str | None = None) -> tuple[dict[str, float], list[Path]]:
     """Run evalsuite's tasks on a checkpoint; returns ({"task/metric": value}, the eval run dirs).
 
     `task_args` is either one mapping for every task, or `{TASK: {...}}` per task (tasks with
@@ -65,7 +65,7 @@ def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_d
     scores: dict[str, float] = {}
     runs = []
     for names, args in groups.values():
-        cfg = RunConfig(tasks=names, model=str(ckpt), limit=limit, data_dir=data_dir, output_dir=str(out_dir),
+        cfg = RunConfig(tasks=names, model=str(ckpt), backend=backend_name, limit=limit, data_dir=data_dir, output_dir=str(out_dir),
                         task_args=args, model_args=dict(model_args or {}), seed=seed)
         run_dir = run_eval(cfg, backend=backend)
         scores.update(flat_scores(json.loads((run_dir / "results.json").read_text())))
@@ -87,10 +87,14 @@ def flat_scores(results: dict[str, Any]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- asynchronous jobs
 def start_job(ckpt: Path, job: dict[str, Any]) -> subprocess.Popen[bytes]:
     """Score a saved checkpoint in a child process; its answer lands in <ckpt>/eval.json."""
+    ckpt = ckpt.resolve()
     path = ckpt / "eval_job.json"
     path.write_text(json.dumps(job))
     log = (ckpt / "eval.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "evalsuite.trainers.live_eval", str(path)], stdout=log, stderr=log)
+    # cwd: the checkpoint, not the caller's. From a source checkout's root, `python -m evalsuite...`
+    # would import ./evalsuite ahead of the installed package, which lacks evalsuite.trainers there.
+    return subprocess.Popen([sys.executable, "-m", "evalsuite.trainers.live_eval", str(path)], stdout=log, stderr=log,
+                            cwd=str(ckpt))
 
 
 def read_job(ckpt: Path) -> dict[str, Any] | None:
@@ -103,7 +107,8 @@ def _main(job_file: str) -> int:
     ckpt = Path(job_file).parent
     scores, run_dirs = score(ckpt, job["tasks"], Path(job["out_dir"]), job.get("limit"), job.get("data_dir"),
                             job.get("task_args", {}), model_args={**job.get("model_args", {}),
-                                                                  "chat_template": job["chat_template"]})
+                                                                  "chat_template": job["chat_template"]},
+                            seed=job.get("seed", 1234), backend_name=job.get("backend"))
     (ckpt / "eval.json").write_text(json.dumps({"scores": scores, "eval_runs": [str(r) for r in run_dirs]}))
     return 0
 

@@ -20,12 +20,15 @@ from typing import Any
 
 from evalsuite.trainers import checkpoint, data, live_eval, packing, report
 from evalsuite.trainers.config import TrainConfig
-
+from evalsuite.trainers.device import preflight
+from evalsuite.trainers.loss import add_neftune, token_loss_sum
 from evalsuite import rundir
 from evalsuite.backends import models as model_store
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import UsageError
 from evalsuite.progress import console
+
+__all__ = ["Recipe", "add_neftune", "preflight", "run", "token_loss_sum"]  # loss/device names re-exported
 
 
 class Recipe:
@@ -44,16 +47,17 @@ class Recipe:
         cfg, t = self.cfg, self.cfg.training
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        cuda = torch.cuda.is_available()
-        preflight(cfg)
-        bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        self.acc = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not cuda)
+        where = preflight(cfg)
+        cuda = where.cuda
+        self.acc = Accelerator(mixed_precision="bf16" if where.bf16 else "no", cpu=not cuda)
+        console.print(f"device: {where.label} ({self.acc.num_processes} process(es))")
         set_seed(cfg.seed)
         self.base = model_store.resolve(cfg.model)
         if self.base.adapter:
             raise UsageError(f"{cfg.model} is an adapter: give its base model and train a new adapter")
         self._load_model(torch, cuda)
         self.template = self._template()
+        self.tokenizer.chat_template = self.template  # saved with every checkpoint and the export
         self.add_bos = getattr(self.model.config, "model_type", "").startswith("gemma")  # as HFBackend does
         self._build_data()
         self._build_optimizer()
@@ -71,6 +75,7 @@ class Recipe:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16)
+            kwargs["device_map"] = {"": self.acc.device}  # bitsandbytes quantizes while loading onto the GPU
         self.tokenizer = AutoTokenizer.from_pretrained(self.base.path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -105,8 +110,13 @@ class Recipe:
     def _build_data(self) -> None:
         d = self.cfg.data
         pools, val, keys = [], [], []
-        for k, spec in enumerate(d.datasets):
-            convs = data.load_dataset_spec(spec)
+        loaded = [data.load_dataset_spec(spec) for spec in d.datasets]
+        if d.decontaminate:
+            from evalsuite.trainers import contamination
+
+            loaded = contamination.clean(loaded, d.decontaminate, self.cfg.eval.data_dir, d.decontaminate_action,
+                                         self.run_dir, self.cfg.seed)
+        for k, convs in enumerate(loaded):
             train_c, val_c = data.split(convs, d.val_fraction, d.val_max, self.cfg.seed + k)
             pairs = [(c, e) for c in train_c if (e := self._example(c, k))]
             pools.append([e for _, e in pairs])
@@ -144,8 +154,8 @@ class Recipe:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[t.schedule]
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=int(t.warmup_ratio * self.max_steps),
-                                       num_training_steps=self.max_steps)
+        warmup = math.ceil(t.warmup_ratio * self.max_steps)  # rounded up, as transformers' Trainer does
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.max_steps)
 
     def _resume(self) -> None:
         ckpts = checkpoint.list_checkpoints(self.run_dir)
@@ -282,15 +292,14 @@ class Recipe:
         self._record(row)
 
     def _asynchronous(self) -> bool:
-        import torch
-
-        mode = self.cfg.eval.asynchronous
-        return mode == "on" or (mode == "auto" and torch.cuda.is_available())
+        e = self.cfg.eval
+        return e.asynchronous == "on" or (e.asynchronous == "auto" and (self.acc.device.type == "cuda" or e.backend != "hf"))
 
     def _job(self) -> dict[str, Any]:
         e = self.cfg.eval
-        return {"tasks": e.tasks, "out_dir": str(self.run_dir / "evals"), "limit": e.limit, "data_dir": e.data_dir,
-                "task_args": e.task_args, "model_args": e.model_args, "chat_template": self.template}
+        return {"tasks": e.tasks, "out_dir": str((self.run_dir / "evals").resolve()), "limit": e.limit,
+                "data_dir": _absolute_data_dir(e.data_dir), "task_args": e.task_args, "model_args": e.model_args, "chat_template": self.template,
+                "backend": e.backend, "seed": self.cfg.seed}
 
     def _collect_jobs(self, wait: bool) -> None:
         for step, (proc, row) in sorted(self.jobs.items()):
@@ -302,7 +311,7 @@ class Recipe:
             row["scores"] = found["scores"] if found else {}
             row["eval_error"] = None if found else f"evaluation failed: see {row['checkpoint']}/eval.log"
             if found:
-                row["eval_runs"] = [str(Path(d).relative_to(self.run_dir)) for d in found["eval_runs"]]
+                row["eval_runs"] = [str(Path(d).resolve().relative_to(self.run_dir.resolve())) for d in found["eval_runs"]]
             del self.jobs[step]
             self._record(row)
 
@@ -347,50 +356,6 @@ class Recipe:
         return results
 
 
-# ---------------------------------------------------------------------------- the loss
-def token_loss_sum(model: Any, tensors: dict[str, Any], device: Any) -> Any:
-    """Sum of cross-entropy over target tokens; logits are computed only where a target exists.
-
-    The vocabulary projection is the biggest activation of a small model (49k x tokens); skipping
-    the prompt/padding positions saves memory and time. Models whose head does more than a linear
-    layer (softcapping, logit scaling) take the full forward instead.
-    """
-    import torch.nn.functional as F
-
-    ids, pos, tgt = (tensors[k].to(device) for k in ("input_ids", "position_ids", "targets"))
-    keep = tgt != packing.IGNORE
-    cfg = model.config
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logits_scaling", None) or getattr(cfg, "logit_scale", None):
-        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[keep]
-    else:
-        hidden = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[keep])
-    return F.cross_entropy(logits.float(), tgt[keep], reduction="sum")
-
-
-def add_neftune(model: Any, alpha: float) -> Any:
-    """NEFTune (Jain et al. 2023) as TRL applies it: uniform noise on input embeddings, training only."""
-    import torch
-
-    def hook(module: Any, args: Any, output: Any) -> Any:
-        if not module.training:
-            return output
-        mag = alpha / math.sqrt(output.size(1) * output.size(2))
-        return output + torch.zeros_like(output).uniform_(-mag, mag)
-
-    return model.get_input_embeddings().register_forward_hook(hook)
-
-
-def preflight(cfg: TrainConfig) -> None:
-    """Checks that need no model: fail before a run directory or a model load."""
-    import torch
-
-    if cfg.training.method == "qlora" and not torch.cuda.is_available():
-        raise UsageError("qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use training.method: lora")
-    if cfg.training.precision == "bf16" and not torch.cuda.is_available():
-        console.print("[yellow]bf16 autocast on CPU: usually slower than fp32 here[/yellow]")
-
-
 def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """setup -> train (evaluating every N steps) -> save: the whole recipe."""
     random.seed(cfg.seed)
@@ -398,3 +363,11 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     recipe.setup()
     recipe.train()
     return recipe.finish() if recipe.acc.is_main_process else {}
+
+
+def _absolute_data_dir(data_dir: str | None) -> str | None:
+    """The eval data dir as an absolute path: the scoring child runs in the checkpoint folder."""
+    import os
+
+    chosen = data_dir or os.environ.get("EVALSUITE_DATA_DIR")
+    return str(Path(chosen).expanduser().resolve()) if chosen else None
