@@ -85,6 +85,26 @@ def test_generation_greedy_stop_and_seeded_sampling(vllm_backend, hf_backend) ->
     assert len(a.texts) == 3 and a.texts == b.texts
 
 
+def test_chat_prompts_stop_at_the_chatml_end_of_turn_text_as_in_hf(vllm_backend) -> None:
+    """Same stop handling as the HF backend: chat prompts also stop at '<|im_end|>' text (a base
+    model SFT'd on ChatML writes it as text); plain text prompts keep only their own stops."""
+    seen: list[list[str] | None] = []
+    real = vllm_backend._engine_generate
+
+    def spy(prompts, params):
+        seen.extend(p.stop for p in (params if isinstance(params, list) else [params]))
+        return real(prompts, params)
+
+    vllm_backend._engine_generate = spy
+    try:
+        outs = collect(vllm_backend.generate, [GenerateRequest(chat("Hi"), max_tokens=4, stop=("\n\n",)),
+                                               GenerateRequest("Hi", max_tokens=4, stop=("\n\n",))])
+    finally:
+        del vllm_backend._engine_generate
+    assert seen == [["\n\n", "<|im_end|>"], ["\n\n"]]
+    assert all("<|im_end|>" not in o.text for o in outs)
+
+
 def test_data_parallel_points_to_vllm_serve(smollm2_dir: Path) -> None:
     pytest.importorskip("vllm", reason="vLLM not installed")
     from evalsuite.backends.vllm import VLLMBackend

@@ -18,6 +18,7 @@ from typing import Any
 
 from evalsuite.backends import Done
 from evalsuite.backends import models as model_store
+from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import BackendError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
@@ -27,7 +28,7 @@ Row = tuple[tuple[int, ...], list[tuple[int, list[int]]]]  # input tokens, [(req
 
 
 @backend("hf", "Hugging Face transformers on CPU/GPU: local folder, GGUF file, hub id or PEFT adapter")
-class HFBackend:
+class HFBackend(LocalTokenization):
     def __init__(
         self,
         model: str,
@@ -101,29 +102,6 @@ class HFBackend:
         self.model = None
 
     # ---------------------------------------------------------------- tokens
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=self.add_bos_token)["input_ids"]
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-eval's split: trailing context whitespace joins the continuation."""
-        if context == "":
-            prefix = self.tokenizer.bos_token_id
-            prefix = self.tokenizer.eos_token_id if prefix is None else prefix
-            return [prefix], self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        return ctx, whole[len(ctx) :]
-
-    def render(self, prompt: str | Sequence[dict[str, str]]) -> str:
-        """The exact text sent to the model (chat template applied to messages)."""
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-
     # ---------------------------------------------------------------- loglikelihood
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], done: Done) -> None:
         rows: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
@@ -232,7 +210,7 @@ class HFBackend:
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             sampled = r.temperature > 0
-            stop = tuple(r.stop) if isinstance(r.prompt, str) else tuple(r.stop) + self._turn_end()
+            stop = self._stops(r)
             key = (r.max_tokens, stop, r.temperature, r.top_p, r.n if sampled else 1, r.seed if sampled else None)
             groups.setdefault(key, []).append(i)
         for (max_tokens, stop, temperature, top_p, n, seed), idxs in groups.items():
@@ -252,15 +230,6 @@ class HFBackend:
                         gen_texts = gen_texts * requests[i].n  # greedy: every sample is the same
                     extra = {"prompt_text": texts[i]} if not isinstance(requests[i].prompt, str) else {}
                     done(i, Output(texts=gen_texts, tokens_in=len(encoded[i]), tokens_out=n_out, latency_s=latency, extra=extra))
-
-    def _turn_end(self) -> tuple[str, ...]:
-        """ChatML's end of turn as a stop string, for chat prompts.
-
-        A base model trained on ChatML rendered as plain text (gemma has no `<|im_end|>` token)
-        ends its turn with that text, not with its EOS token: without this stop, answers would
-        run on into invented user turns. Where the marker is a special token it is EOS anyway.
-        """
-        return ("<|im_end|>",) if "<|im_end|>" in (self.tokenizer.chat_template or "") else ()
 
     def _generate_batch(
         self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...], temperature: float, top_p: float, n: int

