@@ -171,3 +171,20 @@ def test_decontamination_drops_eval_twins_and_writes_the_report(tmp_path: Path) 
     assert report["contaminated_rows"] == [1] and report["tasks"]["gsm8k"]["contaminated_samples"] == 1
     assert [d["contaminated"] for d in report["per_dataset"]] == [1, 0] and report["action"] == "drop"
     assert contamination.clean(sets, ["gsm8k"], str(data_dir), "report", tmp_path) == sets
+
+
+def test_checkpoint_table_fits_80_columns_with_whole_metric_names() -> None:
+    """The quick demo's table showed "ifeva…" for every score column in an 80-column terminal."""
+    from rich.console import Console
+
+    from evalsuite.trainers import report
+
+    metrics = ["ifeval/inst_level_loose_acc", "ifeval/inst_level_strict_acc", "ifeval/prompt_level_loose_acc",
+               "ifeval/prompt_level_strict_acc", "mmlu/acc", "mmlu/acc_macro"]
+    steps = [{"step": s, "train_loss": 2.5, "val_loss": 2.4, "scores": {m: 0.4286 for m in metrics}} for s in (0, 10)]
+    results = {"training": {"steps": steps, "best": {"step": 0, "metric": metrics[0]}}}
+    console = Console(width=80, record=True)
+    console.print(report.table(results))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "prompt" in text and "strict" in text and "macro" in text and "0.429" in text

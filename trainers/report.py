@@ -46,7 +46,9 @@ def table(results: dict[str, Any]) -> Any:
     tab = Table(title=f"checkpoints (best by {best_row.get('metric', '-')}: step {best_row.get('step', '-')})",
                 title_justify="left")
     for col in ["step", "train loss", "val loss", *metrics]:
-        tab.add_column(col, justify="right")
+        # "ifeval/inst_level_loose_acc" -> "ifeval / inst level loose acc": headers wrap at spaces,
+        # so an 80-column terminal shows whole names over several lines instead of "ifeva…"
+        tab.add_column(col.replace("/", " / ").replace("_", " "), justify="right")
     for r in steps:
         mark = " *" if r["step"] == best_row.get("step") else ""
         cells = [_fmt(r.get("train_loss")), _fmt(r.get("val_loss"))] + [_fmt((r.get("scores") or {}).get(m)) for m in metrics]
@@ -55,7 +57,7 @@ def table(results: dict[str, Any]) -> Any:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if not isinstance(v, (int, float)) else f"{v:.4f}"
+    return "-" if not isinstance(v, (int, float)) else f"{v:.3f}"
 
 
 def plot(run_dir: Path) -> Path | None:
