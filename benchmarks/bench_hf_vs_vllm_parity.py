@@ -115,7 +115,8 @@ def main() -> None:
     if gsm_samples:
         (h_out, h_sc, h_wall), (v_out, v_sc, v_wall) = results["hf"]["gsm8k"], results["vllm"]["gsm8k"]
         same_text = sum(h.text == v.text for h, v in zip(h_out, v_out))
-        prefix = [len(os.path.commonprefix([h.text, v.text])) / max(1, len(h.text), len(v.text)) for h, v in zip(h_out, v_out)]
+        prefix = [1.0 if h.text == v.text else len(os.path.commonprefix([h.text, v.text])) / max(len(h.text), len(v.text))
+                  for h, v in zip(h_out, v_out)]  # two empty answers are identical, not 0% shared
         same_answer = sum(a.answer == b.answer for a, b in zip(h_sc, v_sc))
         metric = next(iter(h_sc[0].values))
         ha = [s.values[metric] for s in h_sc]
