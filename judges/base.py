@@ -55,15 +55,22 @@ class Judge:
 
     def __init__(self, template: str | None = None, rubric: str | None = None, max_tokens: int = 512,
                  temperature: float | None = None, samples: int = 1, seed: int = 0) -> None:
-        if samples < 1:
-            from evalsuite.errors import UsageError
-
-            raise UsageError(f"judge_samples must be >= 1, got {samples}")
         self.template: PromptTemplate = load_template(template, self.default_template)
         self.rubric = rubric or DEFAULT_RUBRIC
-        self.max_tokens, self.samples, self.seed = max_tokens, samples, seed
+        self.max_tokens, self.seed = max_tokens, seed
+        self._temperature_arg = temperature
+        self.set_samples(samples)
+
+    def set_samples(self, samples: int) -> None:
+        """Take the median of `samples` judgments (also how `--judge-samples k` reaches a task's judges)."""
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            from evalsuite.errors import UsageError
+
+            raise UsageError(f"judge_samples must be a whole number >= 1, got {samples!r}")
+        self.samples = samples
         # k > 1 judgments of a greedy judge would all be the same: sample unless told otherwise
-        self.temperature = temperature if temperature is not None else (0.0 if samples == 1 else 0.7)
+        t = self._temperature_arg
+        self.temperature = t if t is not None else (0.0 if self.samples == 1 else 0.7)
 
     # ------------------------------------------------------------------ subclass hooks
     def _prompts(self, item: JudgeItem) -> list[dict[str, Any]]:
@@ -108,7 +115,8 @@ class Judge:
     def describe(self) -> dict[str, Any]:
         """What results.json records about this judge (its numbers depend on all of it)."""
         return {"kind": type(self).__name__, "template": self.template.id, "template_sha256": self.template.sha256,
-                "max_tokens": self.max_tokens, "temperature": self.temperature, "samples": self.samples, "seed": self.seed}
+                "rubric": self.rubric, "max_tokens": self.max_tokens, "temperature": self.temperature, "samples": self.samples,
+                "seed": self.seed}
 
 
 def median_or_none(values: Sequence[float | None]) -> float | None:

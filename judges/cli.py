@@ -162,6 +162,21 @@ def _print(results: dict[str, Any], out: Path) -> None:
     a = results["arena"]
     table = Table("model", "rating", "95% CI", "elo", title=f"arena ({a['battles']} battles, "
                   f"{a['judge_errors']} judge errors) → {out}", title_justify="left")
-    for name, r in sorted(a["ratings"].items(), key=lambda kv: -kv[1]["rating"]):
+    order = [name for name, _ in sorted(a["ratings"].items(), key=lambda kv: -kv[1]["rating"])]
+    for name in order:
+        r = a["ratings"][name]
         table.add_row(name, f"{r['rating']:.0f}", f"{r['lo']:.0f} – {r['hi']:.0f}", f"{a['elo'].get(name, float('nan')):.0f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(win_matrix_table(a["win_matrix"], order))
+
+
+def win_matrix_table(matrix: dict[str, dict[str, float | None]], order: list[str]) -> Any:
+    """The win-rate matrix as a table: the row model's mean score against the column model (tie = 0.5, – = never met)."""
+    from rich.table import Table
+
+    table = Table("model vs →", *order, title="win rate, row vs column", title_justify="left")
+    for row in order:
+        cells = [f"{v:.2f}" if (v := matrix.get(row, {}).get(col)) is not None else "–" for col in order]
+        table.add_row(row, *cells)
+    return table

@@ -20,11 +20,53 @@ def require_judge(ctx: Any, task: str) -> Any:
     return ctx.judge
 
 
-def judge_kwargs(samples: int, template: str | None, max_tokens: int, temperature: float | None,
+def judge_kwargs(samples: int | None, template: str | None, max_tokens: int, temperature: float | None,
                  seed: int, rubric: str | None = None) -> dict[str, Any]:
-    """The keyword arguments every judge takes, from a task's `--task-args judge_*` options."""
-    return {"samples": int(samples), "template": template, "max_tokens": int(max_tokens),
-            "temperature": temperature, "seed": int(seed), "rubric": rubric}
+    """The keyword arguments every judge takes, from a task's `--task-args judge_*` options.
+
+    `samples` None means "not given": 1, unless the run passes `--judge-samples k` (see
+    `apply_judge_samples`)."""
+    for name, value in (("judge_max_tokens", max_tokens), ("judge_seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{name} must be a whole number, got {value!r}")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
+        raise UsageError(f"judge_temperature must be a number, got {temperature!r}")
+    return {"samples": 1 if samples is None else samples, "template": template, "max_tokens": max_tokens,
+            "temperature": temperature, "seed": seed, "rubric": load_rubric(rubric)}
+
+
+def apply_judge_samples(judges: Sequence[Judge], task_samples: int | None, ctx: Any) -> None:
+    """`--judge-samples k` (run-wide, in `ctx.options`) for judges whose task was not given
+    `judge_samples` itself: an explicit `--task-args judge_samples=N` wins."""
+    k = (getattr(ctx, "options", None) or {}).get("judge_samples")
+    if task_samples is None and k is not None:
+        for j in judges:
+            j.set_samples(k)
+
+
+def load_rubric(rubric: str | None) -> str | None:
+    """A rubric given as text or as a file path: a file lets it hold commas, which split --task-args."""
+    if rubric is None:
+        return None
+    if not isinstance(rubric, str) or not rubric.strip():
+        raise UsageError(f"rubric must be non-empty text or a file, got {rubric!r}")
+    path = Path(rubric).expanduser()
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a long rubric text is not a valid path
+        is_file = False
+    return path.read_text(encoding="utf-8").strip() if is_file else rubric
+
+
+def length_control_metrics(pairs: Sequence[tuple[float, float]]) -> dict[str, dict[str, Any]]:
+    """AlpacaEval-2-style length-controlled win rate from (win, length difference) pairs, as metrics."""
+    if not pairs:
+        return {}
+    from evalsuite.judges.arena import length_controlled_winrate
+
+    lc = length_controlled_winrate([w for w, _ in pairs], [d for _, d in pairs])
+    return {"lc_win_rate": {k: lc[k] for k in ("value", "stderr", "n")},
+            "lc_length_coef": {"value": lc["length_coef"], "stderr": None, "n": lc["n"]}}
 
 
 def load_baseline(path: str | Path, task: str) -> dict[str, SampleRecord]:

@@ -2,15 +2,21 @@
 
 Only the stdlib is imported at the top: the CLI imports this module to build its parser.
 Exit codes of the gate: 0 pass, 1 regression found, 2 usage or input error (the main CLI turns a
-`UsageError` into one line on stderr and exit 2).
+`UsageError` into one line on stderr and exit 2). Exit 1 must mean "regression" and nothing else,
+so the gate turns any unexpected exception into a one-line error with exit 2 as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalsuite.reports.compare import Comparison
+    from evalsuite.runner import RunConfig
 
 
 def _tasks(text: str | None) -> list[str] | None:
@@ -20,7 +26,8 @@ def _tasks(text: str | None) -> list[str] | None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="compare only these tasks (comma-separated); default: all tasks")
     p.add_argument("--allow-mismatch", action="store_true",
-                   help="compare even when sample sets, task versions or task lists differ (said in the output)")
+                   help="compare even when sample sets or contents, task versions, task configs (e.g. num_fewshot) "
+                        "or task lists differ (said in the output); without it they are an error (exit 2)")
     p.add_argument("--n-boot", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
@@ -69,16 +76,18 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.format == "markdown":
         from evalsuite.reports.markdown import render_markdown
 
-        print(render_markdown(comp))
+        print(render_markdown(comp, include_groups=not args.no_groups))
     else:
         from rich.console import Console
+        from rich.markup import escape
 
         from evalsuite.reports.terminal import comparison_table
 
         console = Console()
         for w in comp.warnings:
-            console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+            console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
+        _print_decontamination(console, comp)
     if args.html:
         from evalsuite.reports.html import render_html
 
@@ -86,35 +95,60 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_decontamination(console: Any, comp: Comparison) -> None:
+    for label, lines in comp.decontamination.items():
+        console.print(f"decontamination of {label}'s training data:", style="bold", highlight=False)
+        for line in lines:
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+
+
 # ---------------------------------------------------------------------------- gate
+def _max_drop(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def configure_gate(p: argparse.ArgumentParser) -> None:
-    p.description = ("Regression gate for CI: exit 0 pass, 1 regression, 2 usage/input error. By default a metric "
-                     "regresses when it drops by more than 1 point (0.01) AND the paired test is significant at 0.05.")
+    p.description = ("Regression gate for CI: exit 0 pass, 1 regression, 2 usage/input error (also: runs whose "
+                     "samples, task versions or task configs differ, unless --allow-mismatch). By default a metric "
+                     "regresses when it drops by more than 1 point (0.01) of a [0, 1] metric, or 1% of the baseline "
+                     "score of other metrics, AND the paired test is significant at 0.05.")
     p.add_argument("--baseline", required=True, metavar="RUN", help="baseline run directory")
     p.add_argument("--candidate", metavar="RUN", help="candidate run directory (or --run)")
     p.add_argument("--rules", metavar="YAML", help="gate rules file (see examples/gate.yaml)")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML here (one test case per task/metric)")
     p.add_argument("--alpha", type=float, help="significance level (default 0.05; overrides the rules file's defaults)")
-    p.add_argument("--max-drop", type=float,
-                   help="allowed absolute drop (default 0.01; overrides the rules file's defaults)")
+    p.add_argument("--max-drop", type=_max_drop,
+                   help="allowed absolute drop, or 'auto' (the default: 0.01 of a [0, 1] metric, 1%% of the baseline "
+                        "otherwise); overrides the rules file's defaults")
     run = p.add_argument_group("--run mode: evaluate the candidate model first, on the baseline's configuration")
     run.add_argument("--run", action="store_true", help="run the candidate's eval, then gate it")
     run.add_argument("--model", help="candidate model spec (as for `evalsuite run --model`)")
     run.add_argument("--backend", help="backend name (default: from the --model prefix)")
     run.add_argument("--model-args", help="key=value[,...] for the backend")
-    run.add_argument("--data-dir", help="data tree (or EVALSUITE_DATA_DIR)")
+    run.add_argument("--data-dir",
+                     help="data tree (default: the baseline's, if it exists here; else EVALSUITE_DATA_DIR)")
+    run.add_argument("--judge", help="judge model for LLM-as-judge tasks (default: the baseline's judge)")
+    run.add_argument("--judge-args", help="key=value[,...] for the judge's backend (default: the baseline's)")
     run.add_argument("--output-dir", default="runs", help="where the candidate run directory goes (default: runs/)")
     run.add_argument("--no-cache", action="store_true", help="do not use the model-call cache")
     _common(p)
 
 
-def _candidate_run(args: argparse.Namespace) -> Path:
-    """`--run`: evaluate the candidate with the baseline's tasks, limit, seed and task options."""
+def candidate_config(args: argparse.Namespace) -> RunConfig:
+    """`--run`: the candidate's eval config: the baseline's tasks, limit, seed, task options, data and judge."""
     from evalsuite.cli import parse_kv
     from evalsuite.errors import UsageError
     from evalsuite.rundir import load_run
-    from evalsuite.runner import RunConfig, run_eval
+    from evalsuite.runner import RunConfig
 
     if not args.model:
         raise UsageError("gate --run needs --model: the candidate model to evaluate")
@@ -122,19 +156,54 @@ def _candidate_run(args: argparse.Namespace) -> Path:
         raise UsageError("pass either --candidate RUN or --run --model M, not both")
     base = load_run(args.baseline)
     cfg: dict[str, Any] = base.results.get("config") or {}
-    tasks = _tasks(args.tasks) or list(base.tasks)
-    print(f"gate --run: evaluating {args.model} on {', '.join(tasks)} with the baseline's configuration",
+    data_dir = args.data_dir
+    recorded = cfg.get("data_dir")
+    if data_dir is None and recorded:
+        if Path(recorded).is_dir():
+            data_dir = recorded
+        else:
+            fallback = os.environ.get("EVALSUITE_DATA_DIR") or "the default data dir"
+            print(f"gate --run: the baseline's data dir {recorded} is not here; using {fallback} (pass --data-dir)",
+                  file=sys.stderr)
+    if args.judge_args:
+        judge_args = parse_kv(args.judge_args, "--judge-args")
+    else:  # the baseline's judge args belong to the baseline's judge
+        judge_args = {} if args.judge and args.judge != cfg.get("judge") else cfg.get("judge_args") or {}
+    return RunConfig(
+        tasks=_tasks(args.tasks) or list(base.tasks), model=args.model, backend=args.backend,
+        model_args=parse_kv(args.model_args, "--model-args"), task_args=cfg.get("task_args") or {},
+        limit=cfg.get("limit"), data_dir=data_dir, output_dir=args.output_dir, use_cache=not args.no_cache,
+        seed=cfg.get("seed", 1234), samples_per_task=cfg.get("samples_per_task", 1),
+        temperature=cfg.get("temperature"), allow_code_execution=bool(cfg.get("allow_code_execution")),
+        judge=args.judge or cfg.get("judge"), judge_args=dict(judge_args), options=cfg.get("options") or {},
+    )
+
+
+def _candidate_run(args: argparse.Namespace) -> Path:
+    from evalsuite.runner import run_eval
+
+    config = candidate_config(args)
+    print(f"gate --run: evaluating {args.model} on {', '.join(config.tasks)} with the baseline's configuration",
           file=sys.stderr)
-    return run_eval(RunConfig(
-        tasks=tasks, model=args.model, backend=args.backend, model_args=parse_kv(args.model_args, "--model-args"),
-        task_args=cfg.get("task_args") or {}, limit=cfg.get("limit"), data_dir=args.data_dir,
-        output_dir=args.output_dir, use_cache=not args.no_cache, seed=cfg.get("seed", 1234),
-        samples_per_task=cfg.get("samples_per_task", 1), temperature=cfg.get("temperature"),
-        allow_code_execution=bool(cfg.get("allow_code_execution")), options=cfg.get("options") or {},
-    ))
+    return run_eval(config)
 
 
 def run_gate(args: argparse.Namespace) -> int:
+    """The gate; an unexpected exception is exit 2 (input/usage error), never 1 (which means regression)."""
+    from evalsuite.errors import EvalsuiteError
+
+    try:
+        return _run_gate(args)
+    except EvalsuiteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - exit 1 is reserved for "regression found"
+        if getattr(args, "debug", False) or os.environ.get("EVALSUITE_DEBUG") == "1":
+            raise
+        raise EvalsuiteError(f"gate could not check the runs: {type(exc).__name__}: {exc} "
+                             "(re-run with --debug for the traceback)") from exc
+
+
+def _run_gate(args: argparse.Namespace) -> int:
     from evalsuite.errors import UsageError
     from evalsuite.reports.compare import compare, load_runs
     from evalsuite.reports.gate import gate, load_rules
@@ -154,19 +223,22 @@ def run_gate(args: argparse.Namespace) -> int:
     result = gate(comp, rules)
 
     from rich.console import Console
+    from rich.markup import escape
 
     from evalsuite.reports.terminal import gate_notes, gate_table
 
     console = Console()
-    for w in comp.warnings:
-        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+    warnings = comp.warnings + result.warnings
+    for w in warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     console.print(gate_table(result))
     for line, style in gate_notes(result):  # unwrapped, so a CI log shows each reason on one greppable line
         console.print(line, style=style, soft_wrap=True, highlight=False, markup=False)
     verdict = "FAIL" if result.failed else "PASS"
     summary = (f"evalsuite gate: {verdict} ({len(result.failed)} of {len(result.checks)} checks failed)"
-               + (f" — with warnings: {len(comp.warnings)}" if comp.warnings else ""))
+               + (f" — with warnings: {len(warnings)}" if warnings else ""))
     console.print(summary, style="bold red" if result.failed else "bold green", highlight=False)
+    _print_decontamination(console, comp)
     if args.markdown:
         _write(args.markdown, render_markdown(comp, result), "Markdown summary")
     if args.junit:

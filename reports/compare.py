@@ -2,9 +2,10 @@
 
 Everything here reads run directories only (`evalsuite.rundir.load_run`), never a model, so a
 comparison is fast and reproducible. The first run is the baseline; every other run is compared
-to it on the samples both scored, matched by (task, id). Comparing different sample sets or task
-versions is refused (`UsageError`, exit 2) unless the caller allows it, and then every row that
-was affected says so in `Comparison.warnings`.
+to it on the samples both scored, matched by (task, id). Comparing different sample sets, changed
+sample contents (input/target), task versions or task configs is refused (`UsageError`, exit 2;
+see `checks.py`) unless the caller allows it, and then `Comparison.warnings` says so. A run's
+`decontamination.json` (from the trainer) is summarised in `Comparison.decontamination`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ from typing import Any
 from evalsuite import stats
 from evalsuite.errors import UsageError
 from evalsuite.records import SampleRecord
+from evalsuite.reports.checks import check_runs, decontamination_lines
+from evalsuite.reports.metrics import higher_is_better, is_diagnostic
 from evalsuite.rundir import RunLog, load_run
 
-# Metric names whose smaller values are better; everything else is "higher is better".
-LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "bits_per_byte", "bpb", "latency", "error_rate", "wer", "cer")
-
-
-def higher_is_better(metric: str) -> bool:
-    low = metric.lower()
-    return not any(word in low for word in LOWER_IS_BETTER)
+DECONTAMINATION = "decontamination.json"  # written next to a run by the trainer's decontamination step
 
 
 @dataclass
@@ -39,6 +36,8 @@ class MetricRow:
     estimates: list[stats.Estimate | None]
     tests: list[stats.PairedTest | None]  # index 0 (the baseline) is always None
     higher_is_better: bool = True
+    diagnostic: bool = False  # describes outputs (e.g. length_diff): shown, not coloured, not gated by default
+    unit_interval: bool = True  # every value lies in [0, 1] (a rate): "points" make sense
 
     @property
     def label(self) -> str:
@@ -80,6 +79,7 @@ class Comparison:
     changed: list[ChangedSample]
     warnings: list[str] = field(default_factory=list)
     new_errors: dict[tuple[int, str], int] = field(default_factory=dict)  # (run, task) -> errored only there
+    decontamination: dict[str, list[str]] = field(default_factory=dict)  # run label -> summary lines
 
     def top_rows(self) -> list[MetricRow]:
         return [r for r in self.rows if r.group is None]
@@ -112,51 +112,6 @@ def run_labels(runs: Sequence[RunLog]) -> list[str]:
     if len(set(names)) < len(names):
         names = [f"{n} [{i}]" for i, n in enumerate(names)]
     return names
-
-
-def _ids(records: list[SampleRecord]) -> list[str]:
-    return [r.sample.id for r in records]
-
-
-def _sample_list(ids: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in sorted(ids)[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-def check_runs(runs: Sequence[RunLog], labels: Sequence[str],
-               tasks: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """The tasks to compare, and every way the runs are not comparable (one message each)."""
-    base = runs[0]
-    problems: list[str] = []
-    if tasks is None:
-        tasks = list(base.tasks)
-        for run, label in zip(runs[1:], labels[1:]):
-            only_a = [t for t in base.tasks if t not in run.tasks]
-            only_b = [t for t in run.tasks if t not in base.tasks]
-            if only_a or only_b:
-                problems.append(f"tasks differ: only in {labels[0]}: {only_a or '-'}; only in {label}: {only_b or '-'}")
-        tasks = [t for t in tasks if all(t in r.tasks for r in runs)]
-    else:
-        for run, label in zip(runs, labels):
-            missing = [t for t in tasks if t not in run.tasks]
-            if missing:
-                raise UsageError(f"{label} ({run.path}) has no results for task(s) {missing}")
-    for run, label in zip(runs, labels):
-        if run.results.get("status", "complete") != "complete":
-            problems.append(f"{label} is not a complete run (status: {run.results.get('status')})")
-    for task in tasks:
-        base_version = base.tasks[task].get("version")
-        base_ids = set(_ids(base.records_for(task)))
-        for run, label in zip(runs[1:], labels[1:]):
-            version = run.tasks[task].get("version")
-            if version != base_version:
-                problems.append(f"task {task}: version differs ({labels[0]}: {base_version}, {label}: {version})")
-            ids = set(_ids(run.records_for(task)))
-            if ids != base_ids:
-                problems.append(f"task {task}: sample sets differ: {len(base_ids - ids)} only in {labels[0]} "
-                                f"({_sample_list(list(base_ids - ids))}), {len(ids - base_ids)} only in {label} "
-                                f"({_sample_list(list(ids - base_ids))})")
-    return list(tasks), problems
 
 
 # ---------------------------------------------------------------------------- scores
@@ -225,7 +180,10 @@ def _rows_for(runs: Sequence[RunLog], task: str, group: str | None, per_run: lis
                                                n_boot=n_boot, seed=seed))
             else:
                 tests.append(None)  # an aggregate-only metric (no per-sample values): no paired test
-        rows.append(MetricRow(task, metric, group, estimates, tests, higher_is_better(metric)))
+        entry = runs[0].tasks.get(task, {})
+        seen = [v for vals in values for v in vals.values()] or [e.value for e in estimates if e is not None]
+        rows.append(MetricRow(task, metric, group, estimates, tests, higher_is_better(metric, entry),
+                              is_diagnostic(metric), all(0.0 <= v <= 1.0 for v in seen)))
     return rows
 
 
@@ -318,4 +276,11 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
     for (i, task), n in new_errors.items():
         warnings.append(f"task {task}: {n} sample(s) failed in {labels[i]} but not in {labels[0]}; "
                         "they are left out of the paired tests")
-    return Comparison(runs, labels, tasks, rows, changed, warnings, new_errors)
+    decontamination: dict[str, list[str]] = {}
+    for run, label in zip(runs, labels):
+        lines, problem = decontamination_lines(run, DECONTAMINATION)
+        if lines:
+            decontamination[label] = lines
+        if problem:
+            warnings.append(problem)
+    return Comparison(runs, labels, tasks, rows, changed, warnings, new_errors, decontamination)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_CHANGED = 2000  # rows of the changed-verdicts table; beyond this the file gets unwieldy
 MAX_TEXT = 4000  # characters of one prompt/output shown
+# What judge tasks report as their headline: winrate / MT-Bench pairwise `win` (+ `lc_win_rate`), and
+# MT-Bench single mode's 1-10 `score` (only for tasks whose config names a judge).
+WIN_METRICS = ("win", "lc_win_rate", "win_rate")
+JUDGE_SCORE_METRICS = ("score",)
 
 
 def _num(v: float | None, digits: int = 4) -> str:
@@ -72,7 +76,7 @@ def score_rows(comp: Comparison) -> list[dict[str, Any]]:
         deltas = []
         for i in range(1, len(comp.runs)):
             d, t = row.delta(i), row.tests[i]
-            sig = t is not None and t.pvalue < 0.05 and (d or 0) != 0
+            sig = t is not None and t.pvalue < 0.05 and (d or 0) != 0 and not row.diagnostic
             good = d is not None and (d > 0) == row.higher_is_better
             deltas.append({"delta": f"{d:+.4f}" if d is not None and math.isfinite(d) else "–",
                            "ci": f"[{t.lo:+.3f}, {t.hi:+.3f}]" if t and math.isfinite(t.lo) else "",
@@ -80,8 +84,16 @@ def score_rows(comp: Comparison) -> list[dict[str, Any]]:
                            "flips": f"−{t.a_only} / +{t.b_only}" if t and t.method == "mcnemar-exact" else "",
                            "cls": ("good" if good else "bad") if sig else ""})
         rows.append({"task": row.task, "group": row.group, "metric": row.metric, "cells": cells, "deltas": deltas,
-                     "judge": "win_rate" in row.metric})
+                     "judge": is_judge_metric(comp, row.task, row.metric)})
     return rows
+
+
+def is_judge_metric(comp: Comparison, task: str, metric: str) -> bool:
+    """A judge task's headline metric: a win rate, or the judge's score of a task whose config names a judge."""
+    if metric in WIN_METRICS or metric.endswith("_win_rate"):
+        return True
+    judged = any(((run.tasks.get(task) or {}).get("config") or {}).get("judge") for run in comp.runs)
+    return metric in JUDGE_SCORE_METRICS and judged
 
 
 def forest_svg(comp: Comparison) -> str:
@@ -167,7 +179,7 @@ def arena_sections(comp: Comparison, arena_runs: Sequence[RunLog] = ()) -> list[
 def gate_view(result: GateResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
-    return {"passed": result.passed, "n": len(result.checks), "failed": len(result.failed),
+    return {"passed": result.passed, "n": len(result.checks), "failed": len(result.failed), "warnings": result.warnings,
             "checks": [{"status": c.status, "name": c.name, "metric": c.metric, "baseline": _num(c.baseline),
                         "candidate": _num(c.candidate), "delta": f"{c.delta:+.4f}" if c.delta is not None
                         and math.isfinite(c.delta) else "–", "p": _p(c.pvalue), "message": c.message}
@@ -192,4 +204,5 @@ def render_html(comparison: Comparison, gate_result: GateResult | None = None, t
         scores=scores, win_rates=[r for r in scores if r["judge"]], forest=forest_svg(comp), changed=changed,
         changed_total=len(comp.changed), changed_tasks=sorted({c["task"] for c in changed}),
         training=training_sections(comp), arena=arena_sections(comp, arena_runs), gate=gate_view(gate_result),
+        decontamination=[{"label": k, "text": "\n".join(v)} for k, v in comp.decontamination.items()],
     )

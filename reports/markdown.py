@@ -40,7 +40,7 @@ def fmt_delta(row: MetricRow, i: int) -> str:
     if test is None:
         return f"{d:+.4f} (no paired test)"
     good = (d > 0) == row.higher_is_better
-    mark = "" if test.pvalue >= 0.05 or d == 0 else (" ▲" if good else " ▼")
+    mark = "" if test.pvalue >= 0.05 or d == 0 or row.diagnostic else (" ▲" if good else " ▼")
     return f"{d:+.4f}{mark}"
 
 
@@ -72,8 +72,12 @@ def _warnings(comp: Comparison) -> str:
 
 
 @registry.reporter("markdown", "Markdown comparison table and gate summary (PR comments, CI job summaries)")
-def render_markdown(comparison: Comparison, gate_result: GateResult | None = None) -> str:
-    """The comparison as Markdown; with a gate result, the verdict and its checks first."""
+def render_markdown(comparison: Comparison, gate_result: GateResult | None = None,
+                    include_groups: bool | None = None) -> str:
+    """The comparison as Markdown; with a gate result, the verdict and its checks first.
+
+    Subtask rows are shown by default without a gate (`include_groups=None`), left out with one.
+    """
     comp = comparison
     parts = []
     if gate_result is not None:
@@ -81,12 +85,16 @@ def render_markdown(comparison: Comparison, gate_result: GateResult | None = Non
     parts.append(f"### evalsuite compare: {' vs '.join(code(label) for label in comp.labels)}\n")
     if comp.warnings:
         parts.append(_warnings(comp))
-    parts.append(comparison_table(comp, include_groups=gate_result is None))
+    parts.append(comparison_table(comp, include_groups=gate_result is None if include_groups is None
+                                  else include_groups))
     parts.append(f"\nΔ: run minus baseline ({code(comp.labels[0])}), paired by sample; p: McNemar exact (0/1 scores) "
                  "or paired bootstrap; ▲/▼ significant at 0.05.\n")
     if comp.changed:
         lost = sum(1 for c in comp.changed if c.direction == "lost")
         parts.append(f"Changed verdicts: {lost} lost, {len(comp.changed) - lost} gained.\n")
+    for label, lines in comp.decontamination.items():
+        parts.append(f"Decontamination of {code(label)}'s training data:\n\n"
+                     + "".join(f"- {line.strip()}\n" for line in lines))
     return "\n".join(parts)
 
 
@@ -97,8 +105,8 @@ def gate_markdown(result: GateResult) -> str:
     lines = [f"## evalsuite gate: {verdict}\n",
              f"Baseline {code(base)} → candidate {code(cand)}: {len(result.checks)} checks, "
              f"{len(result.failed)} failed.\n"]
-    if comp.warnings:
-        lines.append(_warnings(comp))
+    if comp.warnings or result.warnings:
+        lines.append(_warnings(comp) + "".join(f"> ⚠️ **Warning:** {w}\n>\n" for w in result.warnings))
     lines += ["| | task | metric | baseline | candidate | Δ | p | detail |", "|---|---|---|---:|---:|---:|---:|---|"]
     order = {"fail": 0, "pass": 1, "skipped": 2}
     for c in sorted(result.checks, key=lambda c: order[c.status]):

@@ -38,7 +38,7 @@ def _delta(row: MetricRow, i: int, alpha: float = 0.05) -> Text:
     if d is None or not math.isfinite(d):
         return Text("-", style="dim")
     test = row.tests[i]
-    significant = test is not None and test.pvalue < alpha and d != 0
+    significant = test is not None and test.pvalue < alpha and d != 0 and not row.diagnostic
     style = ("green" if (d > 0) == row.higher_is_better else "red") if significant else ""
     return Text(f"{d:+.4f}" + ("" if test else " †"), style=style)
 

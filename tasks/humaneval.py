@@ -43,6 +43,7 @@ class CodeTask(Task):
 
     requires_code_execution = True
     ks: tuple[int, ...] = (1, 10, 100)
+    reference_factor = 4.0  # time limit >= this x the reference solution's time (0: floor x host factor only)
 
     def __init__(self, max_tokens: int = 512, timeout: float = 3.0, workers: int | None = None,
                  top_p: float = 0.95) -> None:
@@ -88,13 +89,15 @@ class CodeTask(Task):
         from evalsuite import sandbox
 
         limits = sandbox.calibrated_limits(self.timeout_floor_s, self.workers)
+        references = self._reference_seconds(samples)
         jobs, owner = [], []
         for i, (sample, outs) in enumerate(zip(samples, texts)):
+            sample_limits = sandbox.reference_limits(limits, references[i], self.reference_factor)
             for text in outs:
                 program, test, entry, keep = self.program(sample, text)
-                jobs.append(sandbox.Job(program, test, entry, keep))
+                jobs.append(sandbox.Job(program, test, entry, keep, limits=sample_limits))
                 owner.append(i)
-        self._record_sandbox(limits)
+        self._record_sandbox(limits, max((j.limits.timeout_s for j in jobs if j.limits), default=limits.timeout_s))
         self.samples_per_task = max((len(t) for t in texts), default=0)  # what was scored (an outputs file may differ)
         passed = [0]
         with _progress() as progress:
@@ -125,17 +128,41 @@ class CodeTask(Task):
                 explanation["stderr_tail"] = first_bad.stderr[-500:]
         return Score(values, answer={"passed": c, "n": n, "results": results}, explanation=explanation)
 
-    def _record_sandbox(self, limits: Any) -> None:
+    def _reference_seconds(self, samples: Sequence[Sample]) -> list[float | None]:
+        """Each problem's reference solution's run time (reference-core seconds; measured once, cached)."""
         from evalsuite import sandbox
+
+        have = [i for i, s in enumerate(samples) if isinstance(s.target, str) and s.target.strip()]
+        out: list[float | None] = [None] * len(samples)
+        if self.reference_factor <= 0 or not have:
+            return out
+        jobs = [sandbox.Job(*self.program(samples[i], str(samples[i].target))) for i in have]
+        for i, sec in zip(have, sandbox.reference_seconds(jobs, self.workers)):
+            out[i] = sec
+        return out
+
+    def _record_sandbox(self, limits: Any, max_timeout_s: float) -> None:
+        """Into the task's config (results.json), and one line in the run log."""
+        from evalsuite import sandbox
+        from evalsuite.progress import console
 
         iso = sandbox.isolation()
         self.sandbox_mode = iso.mode
         self.sandbox_layers = list(iso.layers)
         self.sandbox_python = iso.python
         self.sandbox_timeout_s = limits.timeout_s
+        self.sandbox_timeout_max_s = max_timeout_s
+        self.sandbox_reference_factor = self.reference_factor
         self.sandbox_host_factor = sandbox.host_factor()
         self.sandbox_memory_bytes = limits.memory_bytes
         self.sandbox_workers = self.workers or sandbox.default_workers()
+        slow = (f", up to {max_timeout_s:g} s where {self.reference_factor:g}x the reference solution's time is longer"
+                if max_timeout_s > limits.timeout_s else "")
+        console.print(f"{self.name} sandbox: mode {iso.mode}; layers {', '.join(iso.layers)}; time limit "
+                      f"{limits.timeout_s:g} s (floor {self.timeout_floor_s:g} s, "
+                      f"host factor {self.sandbox_host_factor:g})"
+                      f"{slow}; memory {limits.memory_bytes >> 20} MiB; {self.sandbox_workers} workers",
+                      markup=False, highlight=False, soft_wrap=True)
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()

@@ -7,11 +7,14 @@ against GPT-4's reference answers (`reference_answer/gpt-4.jsonl`, else the ques
 - `single` (default): a 1-10 rating per turn; `score` is the mean of both turns (per category
   via `group_by`).
 - `pairwise`: each turn against the same question's answers in a baseline run
-  (`--task-args mode=pairwise,baseline=RUN_DIR`), both orders; `win` for the model (tie = 0.5).
+  (`--task-args mode=pairwise,baseline=RUN_DIR`), both orders; `win` for the model (tie = 0.5),
+  `inconsistent` (position bias), `length_diff` (characters over the baseline, mean of the turns)
+  and `lc_win_rate` (length-controlled win rate over the judged turns; `length_control=false` skips it).
 Answers are greedy by default; `temperature=fastchat` samples per category as FastChat does
 (writing/roleplay 0.7, stem/humanities 0.1, the rest greedy) with the run's seed.
-Judge options: `judge_samples` (median of k), `judge_template` / `judge_reference_template`
-(a file or module:attr), `judge_max_tokens`, `judge_temperature`.
+Judge options: `rubric` (what counts, as text or a file when it needs commas), `judge_samples`
+(median of k; else the run's `--judge-samples`), `judge_template` / `judge_reference_template`
+(a file or module:attr), `judge_max_tokens`, `judge_temperature`, `judge_seed`.
 Data: `<data-dir>/mt_bench/question.jsonl` (+ `reference_answer/gpt-4.jsonl`).
 """
 
@@ -26,9 +29,11 @@ from evalsuite.judges.pairwise import PairwiseJudge
 from evalsuite.judges.single import ReferenceJudge, SingleAnswerJudge
 from evalsuite.judges.tasking import (
     answers,
+    apply_judge_samples,
     judge_info,
     judge_kwargs,
     judgment_values,
+    length_control_metrics,
     load_baseline,
     mean_or_none,
     questions,
@@ -63,9 +68,10 @@ class MTBench(Task):
 
     def __init__(self, mode: str = "single", baseline: str | None = None, baseline_task: str = "mt_bench",
                  max_tokens: int = 1024, temperature: float | str = 0.0, categories: str | None = None,
-                 reference_categories: str = ",".join(REFERENCE_CATEGORIES), judge_samples: int = 1,
-                 judge_template: str | None = None, judge_reference_template: str | None = None,
-                 judge_max_tokens: int = 512, judge_temperature: float | None = None, judge_seed: int = 0) -> None:
+                 reference_categories: str = ",".join(REFERENCE_CATEGORIES), rubric: str | None = None,
+                 length_control: bool = True, judge_samples: int | None = None, judge_template: str | None = None,
+                 judge_reference_template: str | None = None, judge_max_tokens: int = 512,
+                 judge_temperature: float | None = None, judge_seed: int = 0) -> None:
         if mode not in ("single", "pairwise"):
             raise UsageError(f"mt_bench mode must be 'single' or 'pairwise', got '{mode}'")
         if mode == "pairwise" and not baseline:
@@ -77,7 +83,9 @@ class MTBench(Task):
         self._seed = 1234
         self.categories = [c for c in (categories or "").split("+") if c] or None  # '+' since ',' splits --task-args
         self.reference_categories = [c for c in reference_categories.replace("+", ",").split(",") if c]
-        opts = judge_kwargs(judge_samples, None, judge_max_tokens, judge_temperature, judge_seed)
+        self.length_control = length_control
+        self._judge_samples = judge_samples  # None: 1, or the run's --judge-samples
+        opts = judge_kwargs(judge_samples, None, judge_max_tokens, judge_temperature, judge_seed, rubric)
         if mode == "single":
             self._judges: dict[str, Judge] = {"single": SingleAnswerJudge(**{**opts, "template": judge_template}),
                                               "reference": ReferenceJudge(**{**opts, "template": judge_reference_template})}
@@ -135,6 +143,7 @@ class MTBench(Task):
     # ------------------------------------------------------------------ judging
     def score_all(self, records: Sequence[SampleRecord], ctx: TaskContext) -> list[Score]:
         client = require_judge(ctx, self.name)
+        apply_judge_samples(list(self._judges.values()), self._judge_samples, ctx)
         baseline = load_baseline(self.baseline, self.baseline_task) if self.mode == "pairwise" else {}
         jobs: list[tuple[Judge, JudgeItem]] = []
         slots: list[list[int]] = []  # per record: indices of its turns' jobs
@@ -146,7 +155,8 @@ class MTBench(Task):
             problems.append(problem)
         judgments = run_judges(client, jobs, f"judging {self.name}")
         self._judge_info = judge_info(client, list(self._judges.values()))
-        return [self._score(r, [judgments[i] for i in idx], problem) for r, idx, problem in zip(records, slots, problems)]
+        return [self._score(r, [judgments[i] for i in idx], problem, [_length_diff(jobs[i][1]) for i in idx])
+                for r, idx, problem in zip(records, slots, problems)]
 
     def _items(self, r: SampleRecord, baseline: dict[str, SampleRecord]) -> tuple[list[tuple[Judge, JudgeItem]], str | None]:
         qs = questions(r)
@@ -168,7 +178,7 @@ class MTBench(Task):
                      for i, (q, a, b) in enumerate(zip(qs, ans, base_ans))]
         return [(judge, JudgeItem(turns, focus=t + 1)) for t in range(len(turns))], None
 
-    def _score(self, r: SampleRecord, judgments: list[Judgment], problem: str | None) -> Score:
+    def _score(self, r: SampleRecord, judgments: list[Judgment], problem: str | None, diffs: list[float | None]) -> Score:
         key = "score" if self.mode == "single" else "win"
         if problem:
             return Score({key: None, "judge_error": 1.0}, explanation={"error": problem})
@@ -183,13 +193,37 @@ class MTBench(Task):
         if self.mode == "pairwise":
             incons = [j.extra["inconsistent"] for j in judgments if "inconsistent" in j.extra]
             values["inconsistent"] = sum(incons) / len(incons) if incons else None
+            values.update({f"turn_{t}.length_diff": d for t, d in enumerate(diffs, 1)})
+            values["length_diff"] = mean_or_none(diffs)
         answer = {f"turn_{t}": j.value for t, j in enumerate(judgments, 1)}
         return Score(values, answer=answer, explanation=explanation)
+
+    def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
+        """Adds the length-controlled win rate in pairwise mode: one (win, length gap) point per judged turn."""
+        out = super().aggregate(records)
+        if self.mode == "pairwise" and self.length_control:
+            pairs = []
+            for r in records:
+                values = r.score.values if r.error is None and r.score is not None else {}
+                for key, win in values.items():
+                    diff = values.get(f"{key}.length_diff")
+                    if key.startswith("turn_") and "." not in key and win is not None and diff is not None:
+                        pairs.append((win, diff))
+            out["metrics"].update(length_control_metrics(pairs))
+        return out
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         cfg["judge"] = self._judge_info or {"judges": {type(j).__name__: j.describe() for j in self._judges.values()}}
         return json.loads(json.dumps(cfg, default=str))
+
+
+def _length_diff(item: JudgeItem) -> float | None:
+    """Characters the model's answer (A) has over the baseline's (B) in the judged turn; None in single mode."""
+    turn = item.turns[(item.focus or len(item.turns)) - 1]
+    if "answer_a" not in turn:
+        return None
+    return float(len(turn["answer_a"] or "") - len(turn["answer_b"] or ""))
 
 
 @task("mt_bench", "MT-Bench: 80 two-turn questions, LLM-judged per turn (single 1-10 or pairwise vs a baseline)")

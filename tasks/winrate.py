@@ -7,6 +7,8 @@ first instance's `input` when there is one. Run the baseline model first without
 prompt is judged pairwise in both orders. Metrics: `win` (the win rate; tie = 0.5),
 `inconsistent` (the position-bias rate), `length_diff` (mean characters over the baseline) and
 `lc_win_rate` (AlpacaEval 2.0's length-controlled win rate, a logistic fit on the length gap).
+Judge options: `rubric` (text, or a file when it needs commas), `judge_samples` (median of k; else
+the run's `--judge-samples`), `judge_template`, `judge_max_tokens`, `judge_temperature`, `judge_seed`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalsuite.judges.arena import length_controlled_winrate
 from evalsuite.judges.base import JudgeItem
 from evalsuite.judges.pairwise import PairwiseJudge
 from evalsuite.judges.tasking import (
+    apply_judge_samples,
     judge_info,
     judge_kwargs,
     judgment_values,
+    length_control_metrics,
     load_baseline,
     require_judge,
 )
@@ -49,10 +52,11 @@ class WinRate(Task):
 
     def __init__(self, prompts: str = DEFAULT_PROMPTS, baseline: str | None = None, baseline_task: str = "winrate",
                  max_tokens: int = 512, temperature: float = 0.0, length_control: bool = True, rubric: str | None = None,
-                 judge_samples: int = 1, judge_template: str | None = None, judge_max_tokens: int = 256,
+                 judge_samples: int | None = None, judge_template: str | None = None, judge_max_tokens: int = 256,
                  judge_temperature: float | None = None, judge_seed: int = 0) -> None:
         self.prompts, self.baseline, self.baseline_task = prompts, baseline, baseline_task
         self.max_tokens, self.temperature, self.length_control = max_tokens, temperature, length_control
+        self._judge_samples = judge_samples  # None: 1, or the run's --judge-samples
         self._judge = PairwiseJudge(**judge_kwargs(judge_samples, judge_template, judge_max_tokens, judge_temperature,
                                                    judge_seed, rubric))
         self._judge_info: dict[str, Any] | None = None
@@ -80,6 +84,7 @@ class WinRate(Task):
         return [GenerateRequest(chat(str(sample.input)), max_tokens=self.max_tokens, temperature=self.temperature)]
 
     def score_all(self, records: Sequence[SampleRecord], ctx: TaskContext) -> list[Score]:
+        apply_judge_samples([self._judge], self._judge_samples, ctx)
         if not self.baseline:  # a baseline run: outputs only, nothing to compare with yet
             return [Score({}, explanation={"note": "no baseline given: outputs only"}) for _ in records]
         client = require_judge(ctx, self.name)
@@ -105,10 +110,8 @@ class WinRate(Task):
         out = super().aggregate(records)
         pairs = [(s.values["win"], s.values["length_diff"]) for r in records
                  if r.error is None and (s := r.score) is not None and s.values.get("win") is not None]
-        if self.length_control and pairs:
-            lc = length_controlled_winrate([w for w, _ in pairs], [d for _, d in pairs])
-            out["metrics"]["lc_win_rate"] = {k: lc[k] for k in ("value", "stderr", "n")}
-            out["metrics"]["lc_length_coef"] = {"value": lc["length_coef"], "stderr": None, "n": lc["n"]}
+        if self.length_control:
+            out["metrics"].update(length_control_metrics(pairs))
         return out
 
     def config(self) -> dict[str, Any]:

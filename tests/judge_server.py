@@ -91,13 +91,15 @@ class JudgeServer:
 
 
 class CountingBackend:
-    """The real backend, with a count of the generate calls that reach it."""
+    """The real backend, with a count (and the list) of the generate requests that reach it."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.calls = inner, 0
+        self.requests: list[Any] = []
 
     def generate(self, requests: Any, done: Any) -> None:
         self.calls += len(requests)
+        self.requests.extend(requests)
         self.inner.generate(requests, done)
 
     def __getattr__(self, name: str) -> Any:

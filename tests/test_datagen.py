@@ -116,7 +116,7 @@ def test_mixture_proportions_tokens_and_upsampling(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "mix.jsonl.report.json").read_text())
     assert report["rows"] == 40  # the largest mixture with no upsampling: 10 code rows are 25%
     assert report["sources"]["code"]["row_share"] == 0.25 and report["sources"]["general"]["taken"] == 30
-    assert report["sources"]["code"]["token_share"] > 0.5  # long answers dominate tokens
+    assert report["sources"]["code"]["word_share"] > 0.5  # long answers dominate length
     names = [r["provenance"]["mixture_source"] for r in _jsonl(out)]
     assert names.count("code") == 10 and names != sorted(names)  # shuffled
 
@@ -126,6 +126,27 @@ def test_mixture_proportions_tokens_and_upsampling(tmp_path: Path) -> None:
     _, rep = mixtures.build_mixture([mixtures.parse_source(f"{a}:1"), mixtures.parse_source(f"{b}:1")], total=40)
     assert rep["sources"]["code"]["taken"] == 10  # no --replace: used whole, shortfall reported
     assert mixtures.allocate(10, [1, 1, 1]) == [4, 3, 3]
+
+
+def test_mixture_report_names_its_length_unit(tmp_path: Path, smollm2_dir: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Whitespace words are labelled words; only a real tokenizer's counts are called tokens."""
+    src = tmp_path / "a.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"Tokenise antidisestablishmentarianism {i}", "output": "ok"}) + "\n"
+                           for i in range(4)))
+    out = tmp_path / "mix.jsonl"
+    assert main(["data", "mix", "--source", f"a={src}", "--out", str(out)]) == 0
+    words = json.loads((tmp_path / "mix.jsonl.report.json").read_text())
+    assert words["unit"] == "words" and words["words"] == 16 and "tokens" not in words
+    assert set(words["sources"]["a"]) >= {"words", "word_share"} and "tokens" not in words["sources"]["a"]
+    assert "16 words (whitespace words" in capsys.readouterr().out
+
+    assert main(["data", "mix", "--source", f"a={src}", "--out", str(out), "--tokenizer", str(smollm2_dir)]) == 0
+    tokens = json.loads((tmp_path / "mix.jsonl.report.json").read_text())
+    assert tokens["unit"] == "tokens" and tokens["tokens"] > tokens.get("words", 16) and "words" not in tokens
+    assert tokens["sources"]["a"]["token_share"] == 1.0
+    assert f"{tokens['tokens']} tokens" in capsys.readouterr().out
+    assert main(["data", "mix", "--source", f"a={src}", "--out", str(out), "--tokenizer", str(tmp_path / "nope")]) == 2
 
 
 # ---------------------------------------------------------------------------- rows

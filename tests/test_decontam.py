@@ -101,3 +101,26 @@ def test_cli_drop_and_fail(tmp_path: Path) -> None:
     assert report["tasks"]["gsm8k"]["contaminated_samples"] == 1
     assert main(args + ["--fail"]) == 1
     assert main(["data", "decontam", str(src), "--tasks", "gsm8k", "--data-dir", str(root), "--drop"]) == 2  # no --out
+
+
+def test_cli_default_scans_every_task_with_data_and_lists_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --tasks means `all`: tasks whose data is missing are reported as skipped, not a crash."""
+    root = write_mmlu(write_gsm8k(tmp_path / "data"))
+    test = [json.loads(line) for line in (root / "gsm8k" / "test.jsonl").open()]
+    src = tmp_path / "train.jsonl"
+    src.write_text(json.dumps({"instruction": test[0]["question"], "input": "", "output": "1"}) + "\n")
+    out = tmp_path / "clean.jsonl"
+    assert main(["data", "decontam", str(src), "--data-dir", str(root), "--drop", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "clean.jsonl.report.json").read_text())
+    assert {"gsm8k", "mmlu"} <= set(report["tasks"]) and report["contaminated_rows"] == [0]
+    assert report["tasks"]["gsm8k"]["contaminated_samples"] == 1
+    skipped = report["skipped_tasks"]
+    assert {"ifeval", "arc_easy", "hellaswag", "lm_eval"} <= set(skipped) and not set(skipped) & set(report["tasks"])
+    assert "missing data" in skipped["ifeval"]
+    assert "ifeval: skipped (missing data" in capsys.readouterr().out
+    assert out.read_text() == ""
+
+    monkeypatch.delenv("EVALSUITE_DATA_DIR", raising=False)
+    assert main(["data", "decontam", str(src)]) == 2  # `all` needs a data dir: clear error, no hub downloads
+    assert main(["data", "decontam", str(src), "--tasks", "gsm8k,all", "--data-dir", str(root)]) == 2

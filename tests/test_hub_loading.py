@@ -55,3 +55,29 @@ def test_unreachable_hub_fails_before_the_model_loads(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot load dataset 'openai/gsm8k'" in proc.stderr and "--data-dir" in proc.stderr
     assert not list(tmp_path.iterdir()), "no run directory for a run that never started"
+
+
+def _cached_hub_model(cache: Path, repo_id: str, commit: str) -> None:
+    """A model as huggingface_hub caches it: refs/main names the snapshot folder of the commit."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    (root / "snapshots" / commit).mkdir(parents=True)
+    (root / "snapshots" / commit / "config.json").write_text("{}")
+
+
+def test_hub_model_fingerprint_follows_the_cached_commit(tmp_path: Path, monkeypatch) -> None:
+    """New weights behind the same hub name must not be served old cached answers."""
+    import huggingface_hub.constants as hub_constants
+
+    from evalsuite.backends.models import fingerprint
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name_only = fingerprint("org/model")
+    _cached_hub_model(tmp_path, "org/model", "a" * 40)
+    first = fingerprint("org/model")
+    _cached_hub_model(tmp_path, "org/model", "b" * 40)  # refs/main moves to a new commit
+    second = fingerprint("org/model")
+    assert len({name_only, first, second}) == 3
+    assert fingerprint("org/model") == second

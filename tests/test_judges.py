@@ -21,6 +21,11 @@ from evalsuite.errors import DataError, UsageError
 from evalsuite.runner import ModelClient
 from tests.judge_server import CountingBackend, smollm2_judge_backend  # noqa: F401 - pytest fixture
 
+# pairs for the real-model pairwise test: distinct answers, neither a substring of the other or of the template
+PAIRS = [("What is the capital of France?", "Paris is the capital of France.", "Berlin, I believe."),
+         ("Give one word for a happy feeling.", "Joy.", "Sandwich."),
+         ("What is 2 + 2?", "2 + 2 = 4.", "It is 5.")]
+
 
 @pytest.mark.parametrize("text, expected", [
     ("Good answer.\nRating: [[7]]", 7.0),
@@ -116,6 +121,18 @@ def test_k_samples_vary_the_seed_and_take_the_median() -> None:
     assert pair.value == 1.0 and pair.extra["inconsistent"] == 0.0
 
 
+def test_judge_samples_can_change_later_and_bad_values_are_usage_errors() -> None:
+    judge = PairwiseJudge()
+    assert (judge.samples, judge.temperature) == (1, 0.0)
+    judge.set_samples(3)  # what `--judge-samples 3` does to a task's judges
+    assert (judge.samples, judge.temperature) == (3, 0.7)
+    assert len(judge.requests(JudgeItem([{"question": "q", "answer_a": "x", "answer_b": "y"}]))) == 6  # 3 per order
+    assert PairwiseJudge(temperature=0.2, samples=3).temperature == 0.2  # an explicit temperature is kept
+    for bad in (0, "abc", 1.5):
+        with pytest.raises(UsageError, match="judge_samples must be a whole number"):
+            PairwiseJudge(samples=bad)  # type: ignore[arg-type]
+
+
 def test_user_template_file_and_python_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = "{% set system %}Be strict.{% endset %}Q={{ question }} A={{ answer }} -> [[N]]"
     path = tmp_path / "mine.j2"
@@ -180,3 +197,39 @@ def test_real_judging_with_smollm2_then_all_cached(smollm2_judge_backend: Any, t
     assert counting.calls == 0  # every judgment came from the cache: the judge was not asked again
     assert [j.value for j in again] == [j.value for j in first]
     assert [j.log["cached"] for j in again] == ["1/1", "2/2"]
+
+
+@pytest.mark.slow
+def test_real_pairwise_asks_both_orders_and_follows_the_raw_verdicts(smollm2_judge_backend: Any, tmp_path: Path) -> None:  # noqa: F811
+    """SmolLM2 in-process judges each pair in both orders; the recorded outcome is what MT-Bench's
+    rule gives for the raw verdicts it logged (whatever the weak judge's taste). A terse user
+    template, because within a few tokens the 135M model answers it with a readable verdict."""
+    template = tmp_path / "terse.j2"
+    template.write_text("Question: {{ question }}\n\nAnswer A: {{ answer_a }}\nAnswer B: {{ answer_b }}\n\nWhich answer is better? "
+                        'Reply with one sentence: "The better answer is A." or "The better answer is B."')
+    judge = PairwiseJudge(template=str(template), max_tokens=12)
+    client = ModelClient("smollm2-135m", {}, CallCache(tmp_path / "calls.sqlite"))
+    client._backend = counting = CountingBackend(smollm2_judge_backend)
+    try:
+        judgments = run_judges(client, [(judge, JudgeItem([{"question": q, "answer_a": x, "answer_b": y}])) for q, x, y in PAIRS])
+    finally:
+        client.cache.close()
+    assert counting.calls == 2 * len(PAIRS)
+    sent = [_contents(r.prompt)["user"] for r in counting.requests]
+    for (q, x, y), j in zip(PAIRS, judgments):
+        shown = [p for p in sent if q in p]
+        assert len(shown) == 2 and sorted(p.index(x) < p.index(y) for p in shown) == [False, True]  # x first, then y first
+        verdicts = json.loads(j.log["verdicts"])
+        assert len(verdicts) == 2 and all(isinstance(v, str) for v in verdicts)
+        prefs = [parse_preference(v) for v in verdicts]
+        assert json.loads(j.log["preferences"]) == [[p] for p in prefs]
+        if None in prefs:  # no readable verdict in some order: an error, never a tie
+            assert j.value is None and j.error and "no readable verdict" in j.error
+            continue
+        x_first = {"A": 1.0, "B": 0.0, "tie": 0.5}[prefs[0]]  # x's score with x shown as A
+        x_second = {"A": 0.0, "B": 1.0, "tie": 0.5}[prefs[1]]  # x's score with x shown as B
+        assert j.error is None and j.value == (x_first if x_first == x_second else 0.5)
+        assert j.extra == {"inconsistent": float(x_first != x_second), "first_position_bias": float(prefs == ["A", "A"])}
+        assert j.log["outcome"] == ("inconsistent (counted as tie)" if x_first != x_second
+                                    else {1.0: "x wins", 0.5: "tie", 0.0: "y wins"}[x_first])
+    assert any(j.value is not None for j in judgments)  # the aggregation itself was exercised, not only the error path

@@ -113,10 +113,26 @@ def test_pairwise_mode_against_a_baseline_run(judge_server: JudgeServer, data_di
     task = json.loads((run / rundir.RESULTS).read_text())["tasks"]["mt_bench"]
     assert judge_server.answered == 4 + 2 * 2 * 2  # 2 questions x 2 turns x both orders
     assert task["metrics"]["win"]["value"] == 1.0 and task["metrics"]["inconsistent"]["value"] == 0.0
+    # "longer one" vs "ok one": 4 characters more in each turn; LC fitted on the 4 judged turns
+    assert task["metrics"]["length_diff"]["value"] == 4.0 and task["metrics"]["turn_2.length_diff"]["value"] == 4.0
+    assert task["metrics"]["lc_win_rate"]["n"] == 4 and task["metrics"]["lc_win_rate"]["value"] > 0.5
     assert task["groups"]["math"]["turn_2"]["value"] == 1.0
     turn2 = judge_server.prompts[-1]
     assert "longer one" in turn2 and "ok one" in turn2 and "longer two" in turn2  # turn 2 judged in context
     assert task["config"]["judge"]["judges"]["PairwiseJudge"]["template"] == "evalsuite/pairwise"
+
+
+def test_custom_rubric_reaches_every_judge_prompt(judge_server: JudgeServer, data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("RUBRIC-X: brevity, politeness, and no jargon\n")  # commas: only a file can carry them
+    cfg = RunConfig(tasks=["mt_bench"], task_args={"rubric": str(rubric)}, data_dir=str(data_dir),
+                    output_dir=str(tmp_path / "runs"), judge="openai:judge", judge_args=judge_server.judge_args())
+    run = score_outputs(cfg, outputs=str(_answer_file(tmp_path / "a.jsonl", "x")))
+    assert judge_server.answered == 4 and all("RUBRIC-X: brevity, politeness, and no jargon" in p for p in judge_server.prompts)
+    assert not any("helpfulness" in p for p in judge_server.prompts)  # the default rubric is gone
+    judges = json.loads((run / rundir.RESULTS).read_text())["tasks"]["mt_bench"]["config"]["judge"]["judges"]
+    assert {j["rubric"] for j in judges.values()} == {"RUBRIC-X: brevity, politeness, and no jargon"}  # single and reference
+    assert MTBench(rubric="be terse", mode="pairwise", baseline="runs/x")._judges["pairwise"].rubric == "be terse"
 
 
 @pytest.mark.slow

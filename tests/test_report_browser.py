@@ -47,9 +47,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     groups = ["alg</td>ebra", "bio"] * 75
     outs = ["<script>alert('x')</script> answer " + str(i) for i in range(150)]
 
+    judge_cfg = {"judge": {"model": "judge-model", "fingerprint": "fp-judge"}}
+    lc = {"metrics": {"lc_win_rate": {"value": 0.52, "stderr": 0.03, "n": 150},
+                      "lc_length_coef": {"value": 0.001, "stderr": None, "n": 150}}}
+
     def task(values: list[float]) -> dict[str, SynthTask]:
+        # the metrics tasks/winrate.py and tasks/mt_bench.py (single mode) really emit
+        win = flip(base, 5, 5, 9)
         return {"qa": SynthTask({"acc": values, "len": [0.5 + 0.1 * v for v in values]}, groups=groups, outputs=outs),
-                "winrate": SynthTask({"win_rate": flip(base, 5, 5, 9)})}
+                "winrate": SynthTask({"win": win, "judge_error": [0.0] * 150,
+                                      "length_diff": [12.0 - 30 * w for w in win]}, config=judge_cfg, extra=lc),
+                "mt_bench": SynthTask({"score": [1.0 + 9 * v for v in flip(base, 4, 4, 7)], "judge_error": [0.0] * 150},
+                                      config=judge_cfg)}
 
     paths = [
         write_run(tmp / "base", task(base), model="base-model"),
@@ -72,9 +81,18 @@ def test_report_is_self_contained(report: Path) -> None:
     assert "<link" not in html and "@import" not in html
     assert html.count("<svg") == 4  # forest plot, loss + score charts, arena ratings
     assert "&lt;script&gt;alert(" in html and "<script>alert(" not in html  # sample text is escaped
-    for text in ("sft-lora", "dpo", "95% CI", "mcnemar-exact", "best checkpoint: step", "win_rate", "1040.0",
+    for text in ("sft-lora", "dpo", "95% CI", "mcnemar-exact", "best checkpoint: step", "lc_win_rate", "1040.0",
                  "alg&lt;/td&gt;ebra", "lost", "gained"):
         assert text in html, text
+
+
+def test_judge_section_shows_the_real_judge_metrics(report: Path) -> None:
+    """`win` and `lc_win_rate` (winrate) and MT-Bench's `score` are the judge rows; diagnostics are not."""
+    html = report.read_text(encoding="utf-8")
+    section = html[html.index('<section id="arena">'):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td>", section)
+    assert set(rows) == {("winrate", "win"), ("winrate", "lc_win_rate"), ("mt_bench", "score")}
 
 
 @needs_chromium

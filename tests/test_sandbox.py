@@ -35,6 +35,9 @@ LIMITS = Limits(timeout_s=1.0, memory_bytes=512 << 20)
 NOT_PASSED = {Status.FAILED, Status.ERROR, Status.TIMEOUT, Status.MEMORY, Status.KILLED}
 OK_FUNC = "def f(x):\n    return x + 1\n"
 OK_TEST = "assert f(1) == 2\n"
+SLEEPER = "import time; time.sleep(300)"  # a daemon that stays up (its argv carries the mark; `sleep` rejects it)
+WRONG = "def f(x):\n    return 99\n"
+FABS_TEST = "import math\nassert math.fabs(f(1) - 2) < 1e-6\n"
 
 # name -> (program, test, allowed statuses)
 ATTACKS: dict[str, tuple[str, str, set[Status]]] = {
@@ -51,8 +54,9 @@ ATTACKS: dict[str, tuple[str, str, set[Status]]] = {
         f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{MARK}'],"
         " start_new_session=True)\n" + OK_FUNC, OK_TEST, {Status.PASSED}),
     "double_fork_daemon": (
-        f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-        f"        os.execvp('sleep', ['sleep', '300', '{MARK}'])\n    os._exit(0)\n" + OK_FUNC, OK_TEST, {Status.PASSED}),
+        f"import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        f"        os.execv(sys.executable, [sys.executable, '-c', {SLEEPER!r}, '{MARK}'])\n    os._exit(0)\n" + OK_FUNC,
+        OK_TEST, {Status.PASSED}),
     "write_10gb_file": ("with open('big', 'wb') as f:\n    for _ in range(10 * 1024):\n        f.write(b'x' * (1 << 20))\n",
                         "", {Status.ERROR, Status.KILLED}),
     "sparse_10gb_file": ("with open('sparse', 'wb') as f:\n    f.seek(10 << 30)\n    f.write(b'x')\n", "",
@@ -98,6 +102,46 @@ ATTACKS: dict[str, tuple[str, str, set[Status]]] = {
                     "", NOT_PASSED),
     "subprocess_shell": (f"import subprocess\nsubprocess.check_call(['/bin/sh', '-c', 'echo pwned > {VICTIM_DIR}/sh'])\n",
                          "", {Status.ERROR}),
+    # faking a pass by patching the standard library the tests use (f returns 99; the tests expect 2)
+    "patch_math_fabs": ("import math\nmath.fabs = lambda x: 0\n" + WRONG, FABS_TEST, {Status.FAILED}),
+    "patch_builtins_abs": ("import builtins\nbuiltins.abs = lambda x: 0\n" + WRONG, "assert abs(f(1) - 2) < 1e-6\n",
+                           {Status.FAILED}),
+    "patch_operator_eq": ("import operator\noperator.eq = lambda a, b: True\n" + WRONG,
+                          "import operator\nassert operator.eq(f(1), 2)\n", {Status.FAILED}),
+    "patch_from_import": ("import math\nmath.isclose = lambda *a, **k: True\n" + WRONG,
+                          "from math import isclose\nassert isclose(f(1), 2)\n", {Status.FAILED}),
+    "patch_sys_modules": ("import sys, types\nfake = types.ModuleType('math')\nfake.fabs = lambda x: 0\n"
+                          "sys.modules['math'] = fake\n" + WRONG, FABS_TEST, {Status.FAILED}),
+    "patch_module_class": ("import math, types\nclass M(types.ModuleType):\n    def __getattribute__(self, n):\n"
+                           "        return (lambda x: 0) if n == 'fabs' else super().__getattribute__(n)\n"
+                           "math.__class__ = M\n" + WRONG, FABS_TEST, {Status.FAILED}),
+    "patch_stdlib_class": ("import collections\ncollections.Counter.most_common = lambda self, n=None: [(99, 1)]\n"
+                           "def f(x):\n    return [(99, 1)]\n", "import collections\n"
+                           "assert f(1) == collections.Counter([2]).most_common(1)\n", {Status.FAILED, Status.ERROR}),
+    "patch_stdlib_code": ("import statistics\nstatistics.mean.__code__ = (lambda data: 2).__code__\n" + WRONG,
+                          "import statistics\nassert statistics.mean([f(1)]) == 2\n", {Status.FAILED, Status.ERROR}),
+    "patch_during_test_call": ("import math\ndef f(x):\n    math.fabs = lambda v: 0\n    return 99\n",
+                               "import math\nassert f(0) != 0\n" + FABS_TEST, {Status.FAILED}),
+    "patch_via_program_global": ("import math\ndef f(x):\n    math.fabs = lambda v: 0\n    return 99\n",
+                                 "assert f(0) != 0\nassert math.fabs(f(1) - 2) < 1e-6\n", {Status.FAILED}),
+    "audit_hook_repatches": ("import sys, math\ndef hook(e, a):\n    if e == 'exec':\n        math.fabs = lambda x: 0\n"
+                             "sys.addaudithook(hook)\n" + WRONG, FABS_TEST, {Status.FAILED}),
+    "thread_repatches": ("import threading, math, time\ndef loop():\n    while True:\n        math.fabs = lambda x: 0\n"
+                         "        time.sleep(0.0005)\nthreading.Thread(target=loop, daemon=True).start()\n" + WRONG,
+                         FABS_TEST, {Status.FAILED, Status.ERROR}),
+    "patch_sandbox_itself": ("import __main__, types\nfake = types.ModuleType('math')\nfake.fabs = lambda x: 0\n"
+                             "__main__.TestModules.import_ = lambda self, *a, **k: fake\n" + WRONG, FABS_TEST,
+                             {Status.FAILED, Status.ERROR}),
+    "baseline_stdlib_still_usable": (  # frozen library classes still subclass, namedtuple defaults still set
+        "import collections, dataclasses, enum, fractions\nP = collections.namedtuple('P', 'a b', defaults=(1,))\n"
+        "@dataclasses.dataclass\nclass D:\n    x: int = 1\nclass C(enum.Enum):\n    A = 1\n"
+        "class Q(collections.Counter):\n    pass\ndef f(x):\n"
+        "    return [P(0).b, D().x, C.A.value, sum(Q('ab').values()), fractions.Fraction(1, 2)]\n",
+        "import fractions\nassert f(0) == [1, 1, 1, 2, fractions.Fraction(1, 2)]\n", {Status.PASSED}),
+    "signal_handler_repatches": ("import signal, math\n"
+                                 "signal.signal(signal.SIGPROF, lambda *a: setattr(math, 'fabs', lambda x: 0))\n"
+                                 "signal.setitimer(signal.ITIMER_PROF, 0.001, 0.001)\n" + WRONG,
+                                 "import math\nfor _ in range(300000):\n    pass\n" + FABS_TEST, {Status.FAILED}),
 }
 
 
@@ -128,11 +172,11 @@ class _Server:
         self.sock.close()
 
 
-def _marked_processes() -> list[int]:
+def _marked_processes(mark: str = MARK) -> list[int]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if any(MARK in part for part in (p.info["cmdline"] or [])):
+            if any(mark in part for part in (p.info["cmdline"] or [])):
                 found.append(p.pid)
         except psutil.Error:
             continue
@@ -236,22 +280,70 @@ def test_isolation_layers_reported() -> None:
 
 @pytest.mark.parametrize("mode", ["unshare", "none"])
 def test_fallback_modes(mode: str, tmp_path: Path) -> None:
-    """The weaker layers still give verdicts, time limits, process cleanup (run in a fresh process)."""
+    """The weaker layers still give verdicts, time limits, process cleanup (run in a fresh process);
+    `unshare` also a read-only root: a world-writable host dir outside the work dir stays unwritten."""
     mark = f"{MARK}-{mode}"
+    victim = Path("/var/tmp") / mark
+    victim.mkdir(mode=0o777)
+    victim.chmod(0o777)
     code = (
         "import json, warnings\nwarnings.simplefilter('ignore')\nfrom evalsuite.sandbox import Job, Limits, run_many, isolation\n"
         "jobs = [Job('def f(x):\\n    return x + 1\\n', 'assert f(1) == 2'), Job('while True:\\n    pass\\n'),\n"
-        f"        Job('import subprocess\\nsubprocess.Popen([\"sleep\", \"300\", \"{mark}\"], start_new_session=True)\\n'),\n"
-        "        Job('import sys\\nsys.exit(0)', 'assert False')]\n"
+        f"        Job('import subprocess, sys\\nsubprocess.Popen([sys.executable, \"-c\", \"{SLEEPER}\", \"{mark}\"],"
+        " start_new_session=True)\\nimport time\\ntime.sleep(0.3)\\n'),\n"
+        "        Job('import sys\\nsys.exit(0)', 'assert False'),\n"
+        f"        Job('open(\"{victim}/pwned\", \"w\").write(\"x\")\\nopen(\"mine\", \"w\").write(\"ok\")')]\n"
         "vs = run_many(jobs, limits=Limits(timeout_s=1.0))\n"
-        "print(json.dumps([isolation().mode] + [v.status.value for v in vs]))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "EVALSUITE_SANDBOX": mode})
+        "print(json.dumps([isolation().mode, list(isolation().layers)] + [v.status.value for v in vs]))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "EVALSUITE_SANDBOX": mode})
+        written = sorted(p.name for p in victim.iterdir())
+    finally:
+        for p in victim.iterdir():
+            p.unlink()
+        victim.rmdir()
     if proc.returncode != 0 and "cannot run" in proc.stderr:
         pytest.skip(f"{mode} mode unavailable here: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got == [mode, "passed", "timeout", "passed", "failed"]
+    got_mode, got_layers, statuses = got[0], got[1], got[2:]
+    assert [got_mode] + statuses[:4] == [mode, "passed", "timeout", "passed", "failed"]
+    if mode == "unshare":
+        assert "mount-ns:ro-root" in got_layers
+        assert statuses[4] == "error" and written == [], "the unshare sandbox wrote outside its work dir"
+    else:
+        assert "mount-ns:ro-root" not in got_layers  # none mode claims no read-only file system
     time.sleep(0.2)
-    assert not [p for p in _marked_processes() if mark in " ".join(psutil.Process(p).cmdline())]
+    assert _marked_processes(mark) == []
     assert not any(Path(tempfile.gettempdir()).glob("evalsuite-sbx-*"))
+
+
+def test_none_mode_without_slot_uid_kills_detached_daemons() -> None:
+    """As a plain user there is no slot uid to sweep: the template, a child subreaper, kills setsid daemons."""
+    import dataclasses
+    import warnings
+
+    from evalsuite.sandbox import execute, layers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        none = layers.detect("none")
+    slot, mark = 97, f"{MARK}-subreaper"
+    t = execute.Template(slot)
+    t.iso = dataclasses.replace(none, drop_uid=False, layers=tuple(x for x in none.layers if x != "slot-uid"))
+    t.uid, t.nproc_base = None, None
+    execute._templates[slot] = t  # run_program uses this slot's template
+    program = (f"import os, subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {SLEEPER!r}, '{mark}-a'],"
+               " start_new_session=True)\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+               f"        os.execv(sys.executable, [sys.executable, '-c', {SLEEPER!r}, '{mark}-b'])\n    os._exit(0)\n"
+               "import time\ntime.sleep(0.3)  # both daemons are up\n" + OK_FUNC)
+    try:
+        v = sandbox.run_program(program, OK_TEST, limits=LIMITS, slot=slot)
+        left = _marked_processes(mark)
+    finally:
+        with execute._templates_lock:
+            execute._templates.pop(slot, None)
+        t.close()
+    assert v.status is Status.PASSED, v.detail
+    assert left == [], "detached daemons outlived their program in none mode without a slot uid"

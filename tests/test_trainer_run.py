@@ -69,6 +69,11 @@ def test_train_scores_checkpoints_with_the_runner_and_exports(tmp_path: Path, ti
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert (run / "chat_template.jinja").read_text() and (run / "loss.png").stat().st_size > 1000
+    # decontamination ran by itself against eval.tasks; its report sits in every scoring's run dir
+    decontam = json.loads((run / "decontamination.json").read_text())
+    assert list(decontam["tasks"]) == ["mmlu"] and decontam["action"] == "drop"
+    assert all(json.loads((run / d / "decontamination.json").read_text()) == decontam
+               for s in steps for d in s["eval_runs"])
 
     # the in-memory evaluation equals loading the saved checkpoint from disk in a fresh backend
     from evalsuite.rundir import load_run
@@ -130,6 +135,21 @@ def _check_merged_export(run: Path, base_dir: Path, best: str) -> None:
     assert AutoTokenizer.from_pretrained(merged).chat_template == (run / "chat_template.jinja").read_text()
 
 
+def test_merged_export_takes_the_runs_chat_template(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The export reads <run>/chat_template.jinja for <run>/checkpoints/step-N (it looked one folder up)."""
+    import shutil
+
+    from evalsuite.trainers import export
+    from transformers import AutoTokenizer
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step-2"
+    shutil.copytree(tiny_model_dir, ckpt)  # a full fine-tuning checkpoint: a standalone model folder
+    (run / "chat_template.jinja").write_text("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    merged = export.merge(ckpt, run / "export")
+    assert AutoTokenizer.from_pretrained(merged).chat_template == (run / "chat_template.jinja").read_text()
+
+
 def _cli(*argv: str) -> int:
     import argparse
 
@@ -153,6 +173,13 @@ def test_usage_errors_come_before_any_model_loads(tmp_path: Path, tiny_model_dir
         _cli(str(_write_config(tmp_path, tiny_model_dir, training={"lr": 1e-3})))
     with pytest.raises(UsageError, match="give a training config"):
         _cli()
+    gemma = tmp_path / "gemma"  # GGUF export of a non-llama model: refused before training, not after it
+    gemma.mkdir()
+    (gemma / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    (tmp_path / "g").mkdir()
+    with pytest.raises(UsageError, match="llama-architecture models, not 'gemma3_text'"):
+        _cli(str(_write_config(tmp_path / "g", gemma)), "--export", "f16")
+    assert not (tmp_path / "g" / "runs").exists()
     assert _cli("--explain") == 0 and "training.neftune_alpha" in capsys.readouterr().out
 
 
@@ -187,7 +214,7 @@ def test_smollm2_lora_learns(tmp_path: Path, smollm2_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, atol", [("f16", 2e-3), ("q8_0", 5e-2)])
+@pytest.mark.parametrize("kind, atol", [("f16", 2e-3), ("q8_0", 5e-2), ("q4_0", 0.1)])
 def test_gguf_export_loads_back_in_evalsuite(tmp_path: Path, tiny_model_dir: Path, monkeypatch, kind: str, atol: float) -> None:
     """The GGUF file (written with the `gguf` package) loads through evalsuite's HF backend and
     scores like the model it came from."""
@@ -197,7 +224,10 @@ def test_gguf_export_loads_back_in_evalsuite(tmp_path: Path, tiny_model_dir: Pat
     from evalsuite.records import LoglikelihoodRequest
 
     monkeypatch.setenv("EVALSUITE_MODEL_CACHE", str(tmp_path / "models"))
+    from gguf import GGUFReader
+
     path = write_gguf(tiny_model_dir, tmp_path / f"m-{kind}.gguf", kind)
+    assert kind.upper() in {t.tensor_type.name for t in GGUFReader(path).tensors}
     reqs = [LoglikelihoodRequest("The capital of France is", " Paris"), LoglikelihoodRequest("2 + 2 =", " 4")]
 
     def scores(model: str) -> list[float]:
@@ -264,4 +294,5 @@ def test_asynchronous_checkpoint_scoring_in_a_child_process(tmp_path: Path, tiny
     assert job["chat_template"] == (run / "chat_template.jinja").read_text()
     assert Path(job["data_dir"]) == (tmp_path / "data").resolve() and Path(job["out_dir"]).is_absolute()
     evaluated = json.loads((run / steps[-1]["eval_runs"][0] / "results.json").read_text())
+    assert (run / steps[-1]["eval_runs"][0] / "decontamination.json").is_file()
     assert evaluated["model"]["name"].endswith("step-4") or "step-4" in json.dumps(evaluated["model"])

@@ -22,7 +22,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="override training.max_steps")
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument("--run-name", help="override run_name")
-    parser.add_argument("--export", choices=["merged", "f16", "q8_0"], action="append", default=[],
+    parser.add_argument("--export", choices=["merged", "f16", "q8_0", "q4_0"], action="append", default=[],
                         help="export the best checkpoint after training (merged safetensors, or a GGUF file); repeatable")
 
 

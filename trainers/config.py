@@ -57,9 +57,10 @@ class DataConfig(_Strict):
     curriculum: Literal["none", "length", "field"] = Field(
         "none", description="order of examples: shuffled (none), short to long (length), or by each dataset's difficulty_field"
     )
-    decontaminate: list[str] = Field(
-        default_factory=list, description="evalsuite tasks to check the training data against (13-gram overlap, "
-        "evalsuite.datagen.decontam); the report goes to <run>/decontamination.json")
+    decontaminate: bool | list[str] = Field(
+        True, description="check the training data against evalsuite tasks (13-gram overlap, evalsuite.datagen."
+        "decontam): true = the eval.tasks (default), a list = those tasks, false or [] = off. The report goes to "
+        "<run>/decontamination.json and into every checkpoint's eval run directory")
     decontaminate_action: Literal["drop", "report"] = Field(
         "drop", description="drop contaminated conversations before the split, or only report them")
     chat_template: str = Field(
@@ -137,9 +138,9 @@ class EvalConfig(_Strict):
 
 class ExportConfig(_Strict):
     merged: bool = Field(False, description="at the end, merge the best checkpoint into the base and save safetensors")
-    gguf: list[Literal["f16", "q8_0"]] = Field(
-        default_factory=list, description="GGUF files to write from the merged model (llama-architecture models; "
-        "q4 types need llama.cpp's llama-quantize run on the f16 file)")
+    gguf: list[Literal["f16", "q8_0", "q4_0"]] = Field(
+        default_factory=list, description="GGUF files to write from the merged model (llama-architecture models, "
+        "checked before training; k-quants such as q4_k_m need llama.cpp's llama-quantize run on the f16 file)")
 
 
 class TrainConfig(_Strict):
@@ -153,10 +154,47 @@ class TrainConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
+    @model_validator(mode="after")
+    def _best_metric_is_scored(self) -> TrainConfig:
+        if (problem := best_metric_problem(self)) is not None:
+            raise ValueError(problem)
+        return self
+
+    def decontamination_tasks(self) -> list[str]:
+        """The tasks the training data is checked against: eval.tasks unless the config says otherwise."""
+        d = self.data.decontaminate
+        return list(self.eval.tasks) if d is True else [] if d is False else list(d)
+
     def fingerprint(self) -> str:
-        """What must not change when a run resumes (everything but eval/export and output place)."""
+        """What must not change when a run resumes (everything but eval/export and output place).
+
+        Dropping contaminated rows changes the training data, so the resolved decontamination
+        tasks count even when they come from eval.tasks."""
         keep = self.model_dump(exclude={"eval", "export", "output_dir", "run_name"})
+        drop = self.data.decontaminate_action == "drop"
+        keep["data"]["decontaminate"] = self.decontamination_tasks() if drop else []
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def best_metric_problem(cfg: TrainConfig) -> str | None:
+    """Why best_metric can never name a checkpoint, or None.
+
+    A mistyped metric would silently mark no best checkpoint, skip the export and leave keep_last
+    nothing to protect. The default (val_loss) without a validation set is only refused when
+    something depends on the best checkpoint (keep_last, export)."""
+    e, d, metric = cfg.eval, cfg.data, cfg.eval.best_metric
+    if metric == "train_loss":
+        return None
+    if metric == "val_loss":
+        needed = "best_metric" in e.model_fields_set or e.keep_last or cfg.export.merged or cfg.export.gguf
+        if needed and (d.val_fraction == 0 or d.val_max == 0):
+            return ("eval.best_metric is val_loss but data.val_fraction or data.val_max is 0 (no validation set): "
+                    "give both a value > 0, or best_metric: TASK/METRIC")
+        return None
+    if not any(metric.startswith(t + "/") and len(metric) > len(t) + 1 for t in e.tasks):
+        return (f"eval.best_metric '{metric}' must be val_loss, train_loss or TASK/METRIC with TASK one of "
+                f"eval.tasks {e.tasks}")
+    return None
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
@@ -166,7 +204,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (see `evalsuite train --explain`)"
-        parts.append(f"{where}: {msg}")
+        parts.append(f"{where}: {msg}" if err["loc"] else msg)
     return f"invalid train config {source}: " + "; ".join(parts)
 
 

@@ -8,7 +8,10 @@ accelerate; `device` only says whether a GPU is used at all.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError
@@ -33,8 +36,13 @@ def placement(cfg: Any) -> Placement:
     if t.device == "cuda" and not has_cuda:
         raise UsageError("training.device is cuda but torch sees no CUDA GPU (use device: auto or cpu)")
     cuda = has_cuda and t.device != "cpu"
-    if t.method == "qlora" and not cuda:
-        raise UsageError("qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use training.method: lora")
+    if t.method == "qlora":
+        missing = [] if cuda else ["a CUDA GPU"]
+        if importlib.util.find_spec("bitsandbytes") is None:
+            missing.append("bitsandbytes (pip install 'evalsuite[qlora]')")
+        if missing:
+            raise UsageError(f"qlora needs {' and '.join(missing)} for its 4-bit base; without them use "
+                             "training.method: lora")
     if t.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UsageError("this GPU does not support bf16: set training.precision: fp32")
     bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
@@ -45,7 +53,33 @@ def preflight(cfg: Any) -> Placement:
     """Checks that need no model: fail before a run directory or a model load."""
     from evalsuite.progress import console
 
+    from evalsuite.trainers.config import best_metric_problem
+
     where = placement(cfg)
+    if (problem := best_metric_problem(cfg)) is not None:  # again: --export may have been added on the command line
+        raise UsageError(problem)
+    if cfg.export.gguf:
+        check_gguf_architecture(cfg.model)
     if where.bf16 and not where.cuda:
         console.print("[yellow]bf16 autocast on CPU: usually slower than fp32 here[/yellow]")
     return where
+
+
+def check_gguf_architecture(model: str) -> None:
+    """GGUF export is written for llama-architecture models: say so before training, not after."""
+    from evalsuite.backends import models as model_store
+    from evalsuite.trainers.gguf_export import SUPPORTED_ARCH, unsupported_arch_message
+
+    resolved = model_store.resolve(model)
+    local = Path(resolved.path) / "config.json"
+    if local.is_file():
+        arch = json.loads(local.read_text()).get("model_type")
+    else:  # a hub id: its config.json only (a missing network is left to the model load to report)
+        try:
+            from transformers import AutoConfig
+
+            arch = AutoConfig.from_pretrained(resolved.path).model_type
+        except (OSError, ValueError):
+            return
+    if arch != SUPPORTED_ARCH:
+        raise UsageError(unsupported_arch_message(arch, model))

@@ -33,7 +33,7 @@ def merge(ckpt: Path, out: Path) -> Path:
     else:
         raise UsageError(f"{ckpt} is neither a PEFT adapter nor a model folder")
     tokenizer = AutoTokenizer.from_pretrained(str(ckpt))  # saved by the trainer, template included
-    template = (ckpt.parent.parent.parent / "chat_template.jinja")
+    template = ckpt.parent.parent / "chat_template.jinja"  # <run>/checkpoints/step-N -> <run>
     if template.is_file():
         tokenizer.chat_template = template.read_text()
     target.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ Hand-written because the reference converter (llama.cpp's `convert_hf_to_gguf.py
 published on PyPI and llama.cpp is not installed here; `gguf` only provides the writer. This covers
 the Llama family (SmolLM2, Llama 2/3, Mistral-style) with a GPT-2 byte-level BPE tokenizer, the
 layout llama.cpp itself writes: q/k projections permuted to llama.cpp's rotary layout, 1-D tensors
-(norms) in f32, the rest f16 or q8_0 (`gguf.quants`). Other architectures get a clear error naming
-the converter to use. The tests load the file back with transformers and compare logits.
+(norms) in f32, the rest f16, q8_0 or q4_0 (`gguf.quants`). Other architectures get a clear error
+naming the converter to use, before training (`device.preflight`). The tests load each file back
+with transformers and compare logits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def _permute(w: Any, n_head: int) -> Any:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+SUPPORTED_ARCH = "llama"
+KINDS = ("f16", "q8_0", "q4_0")
+
+
+def unsupported_arch_message(arch: str | None, where: object) -> str:
+    return (f"GGUF export here supports llama-architecture models, not '{arch}': drop export.gguf and run "
+            f"llama.cpp's convert_hf_to_gguf.py on the merged export of {where}")
+
+
 def write_gguf(merged: Path, out: Path, kind: str = "f16") -> Path:
     import gguf
     import numpy as np
@@ -29,11 +39,11 @@ def write_gguf(merged: Path, out: Path, kind: str = "f16") -> Path:
     from transformers import AutoTokenizer
 
     cfg = json.loads((merged / "config.json").read_text())
-    if cfg.get("model_type") != "llama":
-        raise UsageError(f"GGUF export here supports llama-architecture models, not '{cfg.get('model_type')}': run "
-                         f"llama.cpp's convert_hf_to_gguf.py on {merged}")
-    if kind not in ("f16", "q8_0"):
-        raise UsageError(f"GGUF type '{kind}' is not supported (f16, q8_0); q4 needs llama.cpp's llama-quantize")
+    if cfg.get("model_type") != SUPPORTED_ARCH:
+        raise UsageError(unsupported_arch_message(cfg.get("model_type"), merged))
+    if kind not in KINDS:
+        raise UsageError(f"GGUF type '{kind}' is not supported ({', '.join(KINDS)}); k-quants such as q4_k_m need "
+                         "llama.cpp's llama-quantize run on the f16 file")
     n_layer, n_head, n_kv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
     w = gguf.GGUFWriter(str(out), "llama")
@@ -49,7 +59,8 @@ def write_gguf(merged: Path, out: Path, kind: str = "f16") -> Path:
     w.add_rope_freq_base(float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))))
     w.add_rope_dimension_count(head_dim)
     w.add_vocab_size(cfg["vocab_size"])
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                     "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[kind])
     _add_tokenizer(w, AutoTokenizer.from_pretrained(merged), merged, cfg["vocab_size"])
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
     tensors: dict[str, Any] = {}
@@ -68,9 +79,10 @@ def write_gguf(merged: Path, out: Path, kind: str = "f16") -> Path:
             data = _permute(data, n_kv)
         if data.ndim == 1:
             w.add_tensor(name, data)
-        elif kind == "q8_0" and data.shape[-1] % 32 == 0:
-            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        elif kind != "f16" and data.shape[-1] % 32 == 0:  # both block types hold 32 weights
+            qtype = gguf.GGMLQuantizationType.Q8_0 if kind == "q8_0" else gguf.GGMLQuantizationType.Q4_0
+            q = gguf.quants.quantize(data, qtype)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
         else:
             w.add_tensor(name, data.astype(np.float16))
     w.write_header_to_file()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalsuite.trainers import checkpoint, data, live_eval, packing, report
+from evalsuite.trainers import checkpoint, contamination, data, live_eval, packing, report
 from evalsuite.trainers.config import TrainConfig
 from evalsuite.trainers.device import preflight
 from evalsuite.trainers.loss import add_neftune, token_loss_sum
@@ -37,6 +37,7 @@ class Recipe:
         self.rows: list[dict[str, Any]] = []  # checkpoint rows of results.json's "training.steps"
         self.jobs: dict[int, Any] = {}  # asynchronous evaluations in flight, by step
         self.start_step, self.tokens_seen, self.wall_before = 0, 0, 0.0
+        self.warned_metric = False  # best_metric named a task but not one of its metrics (said once)
 
     # ================================================================ setup
     def setup(self) -> None:
@@ -111,11 +112,9 @@ class Recipe:
         d = self.cfg.data
         pools, val, keys = [], [], []
         loaded = [data.load_dataset_spec(spec) for spec in d.datasets]
-        if d.decontaminate:
-            from evalsuite.trainers import contamination
-
-            loaded = contamination.clean(loaded, d.decontaminate, self.cfg.eval.data_dir, d.decontaminate_action,
-                                         self.run_dir, self.cfg.seed)
+        if tasks := self.cfg.decontamination_tasks():  # default: the eval tasks themselves
+            loaded = contamination.clean(loaded, tasks, self.cfg.eval.data_dir, d.decontaminate_action,
+                                         self.run_dir, self.cfg.seed, strict=d.decontaminate is not True)
         for k, convs in enumerate(loaded):
             train_c, val_c = data.split(convs, d.val_fraction, d.val_max, self.cfg.seed + k)
             pairs = [(c, e) for c in train_c if (e := self._example(c, k))]
@@ -287,6 +286,7 @@ class Recipe:
                 row["scores"], eval_dirs = live_eval.score(ckpt, e.tasks, self.run_dir / "evals", e.limit, e.data_dir,
                                                           e.task_args, backend=backend, seed=self.cfg.seed)
                 row["eval_runs"] = [str(d.relative_to(self.run_dir)) for d in eval_dirs]
+                contamination.attach(self.run_dir, eval_dirs)
             finally:
                 unwrapped.train()
         self._record(row)
@@ -312,10 +312,16 @@ class Recipe:
             row["eval_error"] = None if found else f"evaluation failed: see {row['checkpoint']}/eval.log"
             if found:
                 row["eval_runs"] = [str(Path(d).resolve().relative_to(self.run_dir.resolve())) for d in found["eval_runs"]]
+                contamination.attach(self.run_dir, [Path(d) for d in found["eval_runs"]])
             del self.jobs[step]
             self._record(row)
 
     def _record(self, row: dict[str, Any]) -> None:
+        metric = self.cfg.eval.best_metric
+        if row.get("scores") and "/" in metric and metric not in row["scores"] and not self.warned_metric:
+            self.warned_metric = True
+            console.print(f"[yellow]eval.best_metric '{metric}' is not among the scores "
+                          f"({', '.join(sorted(row['scores']))}): no checkpoint can be marked best[/yellow]")
         self._log(row)
         self.rows = sorted([r for r in self.rows if r["step"] != row["step"]] + [row], key=lambda r: r["step"])
         best = report.best(self.rows, self.cfg.eval.best_metric, self.cfg.eval.minimise)

@@ -130,14 +130,28 @@ def fingerprint(path: str, adapter: str | None = None, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for folder in [path] + ([adapter] if adapter else []):
         p = Path(folder)
-        if not p.is_dir():  # hub id: the name is all we know before download
+        if not p.is_dir():  # hub id: its cached snapshot's commit names the exact weights
             h.update(folder.encode())
+            h.update(_hub_revision(folder).encode())
             continue
         for f in sorted(p.iterdir()):
             if f.is_file() and not f.name.startswith(".") and f.suffix not in {".md", ".txt"}:
                 h.update(f.name.encode())
                 h.update(_file_hash(f).encode())
     return h.hexdigest()[:16]
+
+
+def _hub_revision(repo_id: str) -> str:
+    """The commit of the locally cached snapshot of a hub model ("" when it is not cached yet).
+
+    Without it a cache entry would outlive a change of the weights behind the same name.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not cached / not a hub id: the name is all there is
+        return ""
 
 
 def _file_hash(f: Path) -> str:

@@ -57,7 +57,9 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
 
     d = sub.add_parser("decontam", help="13-gram overlap of training rows with eval tasks; report, optionally drop")
     d.add_argument("input", help="training rows (JSONL/JSON)")
-    d.add_argument("--tasks", required=True, help="comma-separated eval task names")
+    d.add_argument("--tasks", default="all",
+                   help="comma-separated eval task names, or 'all' (default): every registered task whose data "
+                        "loads offline (from the data dir); the others are listed as skipped")
     d.add_argument("--data-dir", help="data tree laid out like shared/data (or EVALSUITE_DATA_DIR)")
     d.add_argument("--n", type=int, default=13, help="n-gram size (13, as lm-eval)")
     d.add_argument("--drop", action="store_true", help="write the rows without the contaminated ones to --out")
@@ -71,7 +73,8 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--total", type=int, help="rows in the mixture (default: the most without upsampling)")
     m.add_argument("--replace", action="store_true", help="upsample sources smaller than their share")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--tokenizer", help="count tokens with this tokenizer (model alias/folder); default: words")
+    m.add_argument("--tokenizer", help="count tokens with this tokenizer (model alias/folder); without it the "
+                        "report counts whitespace words and labels them 'words'")
     _add_out(m)
 
 
@@ -207,14 +210,26 @@ def _decontam(args: argparse.Namespace) -> int:
 
     if args.drop and not args.out:
         raise UsageError("--drop writes the clean rows to --out FILE: pass --out")
+    ctx = TaskContext.from_env(args.data_dir)
     rows = read_rows(args.input)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    report = decontam.decontaminate(rows, tasks, TaskContext.from_env(args.data_dir), n=args.n)
+    every = tasks == ["all"]
+    if every and ctx.data_dir is None:
+        raise UsageError("--tasks all scans the tasks whose data is in the data dir: pass --data-dir DIR "
+                         "(or set EVALSUITE_DATA_DIR), or name the tasks with --tasks")
+    if not tasks or (not every and "all" in tasks):
+        raise UsageError(f"--tasks takes 'all' or comma-separated task names, got '{args.tasks}'")
+    names = decontam.all_task_names() if every else tasks
+    report = decontam.decontaminate(rows, names, ctx, n=args.n, skip_unavailable=every)
+    if not report["tasks"]:
+        raise UsageError(f"no eval task's data loads from {ctx.data_dir}; skipped: "
+                         + "; ".join(f"{t} ({why})" for t, why in report["skipped_tasks"].items()))
     report_path = args.report or (f"{args.out}.report.json" if args.out else f"{args.input}.decontam.json")
     write_json(report_path, report)
     print("\n".join(decontam.summary_lines(report)))
     if args.drop:
-        clean = [with_provenance(r, filters=[f"decontam:{','.join(tasks)}"]) for r in decontam.drop_contaminated(rows, report)]
+        scanned = ",".join(report["tasks"])
+        clean = [with_provenance(r, filters=[f"decontam:{scanned}"]) for r in decontam.drop_contaminated(rows, report)]
         print(f"wrote {write_rows(args.out, clean, args.format)} clean rows to {args.out}")
     print(f"report: {report_path}")
     return 1 if args.fail and report["contaminated_rows"] else 0

@@ -54,6 +54,7 @@ class EvalIndex:
     owners: list[tuple[str, str]] = field(default_factory=list)
     lengths: set[int] = field(default_factory=set)  # n-gram sizes in the index (n, and min_words for short texts)
     samples: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> sample id -> text (for examples)
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not in the index (`all` mode)
 
     def add_task(self, task: str, items: Sequence[tuple[str, list[str]]]) -> None:
         """Register a task's samples: (sample id, its texts: input, target, ...)."""
@@ -99,19 +100,39 @@ def sample_texts(sample: Any) -> list[str]:
     return texts + [t for t in targets if isinstance(t, str)]
 
 
-def load_eval_index(task_names: Sequence[str], ctx: Any, n: int = 13, min_words: int = 8) -> EvalIndex:
-    """Every sample of every named task (all of them: ctx.limit is ignored, leaks hide anywhere)."""
+def load_eval_index(task_names: Sequence[str], ctx: Any, n: int = 13, min_words: int = 8,
+                    skip_unavailable: bool = False) -> EvalIndex:
+    """Every sample of every named task (all of them: ctx.limit is ignored, leaks hide anywhere).
+
+    With `skip_unavailable` (the `all` mode), a task that cannot be built without arguments or
+    whose data is missing is recorded in `index.skipped` instead of failing the whole scan.
+    """
     from evalsuite import registry
+    from evalsuite.errors import EvalsuiteError
 
     index = EvalIndex(n=n, min_words=min_words)
     for name in task_names:
         provider, sep, sub = name.partition(":")
         try:
-            task = registry.get("tasks", provider if sep else name)(*((sub,) if sep else ()))
-        except TypeError as exc:
-            raise UsageError(f"cannot build task '{name}' for decontamination: {exc}") from exc
-        index.add_task(name, [(s.id, sample_texts(s)) for s in task.load(ctx)])
+            try:
+                task = registry.get("tasks", provider if sep else name)(*((sub,) if sep else ()))
+            except TypeError as exc:
+                raise UsageError(f"cannot build task '{name}' for decontamination: {exc}") from exc
+            samples = task.load(ctx)
+        except EvalsuiteError as exc:
+            if not skip_unavailable:
+                raise
+            index.skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            continue
+        index.add_task(name, [(s.id, sample_texts(s)) for s in samples])
     return index
+
+
+def all_task_names() -> list[str]:
+    """Every registered task (built-in and plugins): what `--tasks all` scans."""
+    from evalsuite import registry
+
+    return registry.names("tasks")
 
 
 def scan(rows: Sequence[Row], index: EvalIndex, max_examples: int = 5) -> dict[str, Any]:
@@ -141,16 +162,17 @@ def scan(rows: Sequence[Row], index: EvalIndex, max_examples: int = 5) -> dict[s
         info["fraction"] = info["contaminated_samples"] / info["eval_samples"] if info["eval_samples"] else 0.0
     return {"method": f"{index.n}-gram overlap (lm-eval janitor normalisation)", "n": index.n,
             "min_words": index.min_words, "train_rows": len(rows), "contaminated_rows": bad_rows,
-            "tasks": per_task}
+            "tasks": per_task, "skipped_tasks": dict(index.skipped)}
 
 
 def decontaminate(train_rows: Sequence[Row], task_names: Sequence[str], ctx: Any, n: int = 13,
-                  min_words: int = 8) -> dict[str, Any]:
+                  min_words: int = 8, skip_unavailable: bool = False) -> dict[str, Any]:
     """What `evalsuite train` calls: the report for training rows against its eval tasks.
 
     `report["contaminated_rows"]` are row indices; `drop_contaminated` removes them.
     """
-    return scan(train_rows, load_eval_index(task_names, ctx, n=n, min_words=min_words))
+    return scan(train_rows, load_eval_index(task_names, ctx, n=n, min_words=min_words,
+                                            skip_unavailable=skip_unavailable))
 
 
 def drop_contaminated(rows: Sequence[Row], report: dict[str, Any]) -> list[Row]:
@@ -165,6 +187,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for task, info in report["tasks"].items():
         lines.append(f"  {task}: {info['contaminated_samples']}/{info['eval_samples']} eval samples "
                      f"({100 * info['fraction']:.1f}%) have a contaminated training twin")
+    for task, why in report.get("skipped_tasks", {}).items():
+        lines.append(f"  {task}: skipped ({why})")
     return lines
 
 

@@ -4,7 +4,9 @@ Weights say what share of the mixture's *rows* each source should be. Targets ar
 largest remainder (so they sum exactly to the total); a source with fewer rows than its target is
 used whole and, only with `replace=True`, upsampled (repeats are marked in provenance). Without a
 total, the mixture is the largest one that needs no upsampling. The report gives the realised row
-and token shares, because a source of long answers can dominate training even at a small row share.
+and length shares, because a source of long answers can dominate training even at a small row share.
+Length is counted in whitespace words unless a tokenizer is given; the report's keys name the unit
+(`words`/`word_share` or `tokens`/`token_share`), so a word count is never read as a token count.
 """
 
 from __future__ import annotations
@@ -79,13 +81,25 @@ def hf_token_counter(spec: str) -> Callable[[str], int]:
         path = str(models.resolve(spec).path)
     except Exception:  # noqa: BLE001 - not an alias: let transformers resolve it
         path = spec
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:  # a missing folder / unknown hub id: one line, not a traceback
+        raise UsageError(f"--tokenizer '{spec}': cannot load a tokenizer from {path} ({type(exc).__name__})") from exc
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
+UNITS = ("words", "tokens")
+
+
 def build_mixture(sources: Sequence[Source], total: int | None = None, seed: int = 0, replace: bool = False,
-                  count_tokens: Callable[[str], int] = word_count, token_unit: str = "words") -> tuple[list[Row], dict[str, Any]]:
-    """Draw the mixture; returns shuffled rows (provenance: mixture source) and the report."""
+                  count: Callable[[str], int] = word_count, unit: str = "words") -> tuple[list[Row], dict[str, Any]]:
+    """Draw the mixture; returns shuffled rows (provenance: mixture source) and the report.
+
+    `unit` ("words" or "tokens") says what `count` counts and names the report keys.
+    """
+    if unit not in UNITS:
+        raise UsageError(f"mixture length unit must be one of {UNITS}, got '{unit}'")
+    share = f"{unit[:-1]}_share"
     if not sources:
         raise UsageError("a mixture needs at least one --source")
     names = [s.name for s in sources]
@@ -98,7 +112,7 @@ def build_mixture(sources: Sequence[Source], total: int | None = None, seed: int
     targets = allocate(total, weights)
     rng = random.Random(seed)
     mixed: list[Row] = []
-    report: dict[str, Any] = {"total_target": total, "seed": seed, "token_unit": token_unit, "sources": {}}
+    report: dict[str, Any] = {"total_target": total, "seed": seed, "unit": unit, "sources": {}}
     for src, rows, target in zip(sources, data, targets):
         picked = _draw(rows, target, rng, replace)
         mixed.extend(with_provenance(r, mixture_source=src.name, mixture_path=src.path, **({"repeat": k} if k else {}))
@@ -106,16 +120,16 @@ def build_mixture(sources: Sequence[Source], total: int | None = None, seed: int
         report["sources"][src.name] = {"path": src.path, "weight": src.weight, "available": len(rows),
                                        "target": target, "taken": len(picked),
                                        "repeats": sum(1 for _, k in picked if k),
-                                       "tokens": sum(count_tokens(row_text(r)) for r, _ in picked)}
+                                       unit: sum(count(row_text(r)) for r, _ in picked)}
     rng.shuffle(mixed)
     rows_total = len(mixed) or 1
-    tokens_total = sum(s["tokens"] for s in report["sources"].values()) or 1
+    length_total = sum(s[unit] for s in report["sources"].values()) or 1
     wsum = sum(weights)
     for src, info in zip(sources, report["sources"].values()):
         info.update(target_share=src.weight / wsum, row_share=info["taken"] / rows_total,
-                    token_share=info["tokens"] / tokens_total)
+                    **{share: info[unit] / length_total})
     report["rows"] = len(mixed)
-    report["tokens"] = sum(s["tokens"] for s in report["sources"].values())
+    report[unit] = sum(s[unit] for s in report["sources"].values())
     return mixed, report
 
 
@@ -130,9 +144,12 @@ def _draw(rows: list[Row], target: int, rng: random.Random, replace: bool) -> li
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
-    lines = [f"mixture: {report['rows']} rows, {report['tokens']} {report['token_unit']}"]
+    unit = report["unit"]
+    share = f"{unit[:-1]}_share"
+    note = "" if unit == "tokens" else " (whitespace words: pass --tokenizer MODEL for token counts)"
+    lines = [f"mixture: {report['rows']} rows, {report[unit]} {unit}{note}"]
     for name, s in report["sources"].items():
         short = "" if s["taken"] >= s["target"] else f"  (short by {s['target'] - s['taken']}: pass --replace to upsample)"
         lines.append(f"  {name}: {s['taken']} rows ({100 * s['row_share']:.1f}%, target {100 * s['target_share']:.1f}%), "
-                     f"{s['tokens']} {report['token_unit']} ({100 * s['token_share']:.1f}%){short}")
+                     f"{s[unit]} {unit} ({100 * s[share]:.1f}%){short}")
     return lines

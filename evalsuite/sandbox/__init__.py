@@ -16,11 +16,13 @@ from evalsuite.sandbox.pool import (
     calibrated_limits,
     default_workers,
     host_factor,
+    reference_limits,
+    reference_seconds,
     run_many,
 )
 
 __all__ = ["Isolation", "Job", "Limits", "Status", "Verdict", "calibrated_limits", "default_workers",
-           "host_factor", "isolation", "run_many", "run_program"]
+           "host_factor", "isolation", "reference_limits", "reference_seconds", "run_many", "run_program"]
 
 
 def isolation() -> Isolation:

@@ -11,7 +11,10 @@ template (not reachable by the child: it is the parent, marked non-dumpable, so 
 - the template writes a fresh random nonce into that pipe *after* the fork (the child's memory
   never held it), waits with the wall-clock deadline, kills every process left (the whole PID
   namespace but itself, or the child's session), wipes the work dir, and answers.
-An early `sys.exit(0)`/`os._exit(0)`, a crash, or printing any text cannot produce a pass.
+An early `sys.exit(0)`/`os._exit(0)`, a crash, or printing any text cannot produce a pass; nor can
+patching the standard library the tests use (see `_integrity.py`, prepended to this script).
+Without a PID namespace the template is a child subreaper: daemons the program detached (setsid,
+double fork) are reparented to it, and it kills them all after each program.
 (A program written to read evalsuite's own nonce pipe runs in the same process as its tests, as
 with every peer; that is out of scope, and the isolation layers around it still hold.)
 """
@@ -28,25 +31,42 @@ import signal
 import sys
 import time
 
+try:  # in the sandbox `_integrity.py` is prepended to this script (execute.py); imported elsewhere, e.g. by tools
+    from evalsuite.sandbox._integrity import (
+        FROZEN,
+        Snapshot,
+        TestModules,
+        freeze_classes,
+        install_audit_hook,
+        own_code,
+        quiesce,
+        restore,
+    )
+    from evalsuite.sandbox._confine import become_subreaper, children_of, read_only_root
+except ImportError:
+    pass
+
 # Imported once here, so each forked program finds them loaded (HumanEval prompts start with
 # `from typing import ...`; this saves every program its own import). Its own copy: patching one
 # in a program changes nothing for the next.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "string", "bisect",
-           "hashlib", "random", "statistics", "fractions")
+           "hashlib", "random", "statistics", "fractions", "copy", "operator", "cmath", "array", "datetime",
+           "decimal")
 
 STDLIB = os.path.dirname(os.__file__)
 # Bound now, before any program runs: a program may rebind `builtins.AssertionError`, `sys.settrace`, ...
 _AssertionError, _MemoryError, _SystemExit, _BaseException = AssertionError, MemoryError, SystemExit, BaseException
 _type, _isinstance, _vars, _getattr, _dict = type, isinstance, vars, getattr, dict
-_settrace, _setprofile, _setitimer, _read, _write = sys.settrace, sys.setprofile, signal.setitimer, os.read, os.write
+_settrace, _setprofile, _read, _write = sys.settrace, sys.setprofile, os.read, os.write
 
 
 def plain_guard():
     """Reject results whose comparisons run program code (e.g. an `__eq__` that is always True)."""
     containers = (list, tuple, set, frozenset)
+    frozen = FROZEN_IDS  # the library's classes, immutable since the template froze them
 
     def trusted(cls):
-        if not cls.__flags__ & (1 << 9):  # not a heap type: a builtin/C type the program cannot change
+        if not cls.__flags__ & (1 << 9) or id(cls) in frozen:  # C types and frozen ones: unchangeable
             return True
         if cls.__module__.partition(".")[0] not in sys.stdlib_module_names:
             return False
@@ -88,7 +108,7 @@ def guard_calls(source):
     return compile(ast.fix_missing_locations(tree), "<test>", "exec")
 
 
-def run_job(job, report_fd, nonce_fd):
+def run_job(job, report_fd, nonce_fd, snap):
     """In the child: program, then tests; report one line on `report_fd`. Never returns."""
     for name, value in job["rlimits"].items():
         try:
@@ -101,6 +121,7 @@ def run_job(job, report_fd, nonce_fd):
     pristine = dict(builtins.__dict__)
     plain = plain_guard()
     keep = set(job.get("keep", ()))
+    keep_alive = []
 
     def report(line):
         try:
@@ -115,10 +136,13 @@ def run_job(job, report_fd, nonce_fd):
         g = {"__name__": "__main__", "__builtins__": builtins}
         exec(program, g)  # noqa: S102 - inside the sandbox: running the program is the point
         phase = "test"
+        restore(snap, keep_alive)  # first: the program may have patched what the next lines call
         _settrace(None)  # a trace function could jump over the asserts
         _setprofile(None)
-        _setitimer(signal.ITIMER_REAL, 0)
-        test_globals = {k: v for k, v in g.items() if k not in pristine or k in keep}
+        quiesce()
+        modules = TestModules(snap, pristine["__import__"])
+        pristine["__import__"] = modules.import_
+        test_globals = {k: modules.copy(v) for k, v in g.items() if k not in pristine or k in keep}
         test_globals.update(__name__="__main__", __builtins__=pristine, __evalsuite_plain__=plain)
         exec(test, test_globals)  # noqa: S102
         entry = job.get("entry_point")
@@ -159,7 +183,7 @@ def tail(path, keep):
         return "", 0
 
 
-def child(job, workdir, report_w, nonce_r):
+def child(job, workdir, report_w, nonce_r, snap):
     os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # replaces the template's control pipes: the child cannot talk to the harness
@@ -176,12 +200,14 @@ def child(job, workdir, report_w, nonce_r):
                 pass
     os.chdir(workdir)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-    run_job(job, report_w, nonce_r)
+    run_job(job, report_w, nonce_r, snap)
 
 
 def kill_rest(pid, own_pid_ns):
     """Kill the child and everything it started: all but ourselves (and init) in our PID namespace.
 
+    Without one: the child's process group, then every process reparented to us (we are a child
+    subreaper, see `become_subreaper`), which catches daemons that left the session.
     Repeated until /proc shows nobody else: a fork bomb can fork while the first kill runs.
     """
     me = os.getpid()
@@ -189,20 +215,31 @@ def kill_rest(pid, own_pid_ns):
         try:
             if own_pid_ns:
                 os.kill(-1, signal.SIGKILL)
-            else:
+            elif pid:
                 os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if not own_pid_ns:
-            return
+        left = [] if own_pid_ns else children_of(me)
+        for orphan in left:
+            try:
+                os.kill(orphan, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
-            while os.waitpid(-1, os.WNOHANG)[0]:  # orphans reparented to us (when we are the namespace's init)
+            while os.waitpid(-1, os.WNOHANG)[0]:  # orphans reparented to us (init of the namespace, or subreaper)
                 pass
         except ChildProcessError:
             pass
-        if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]:
+        if not own_pid_ns and (not SUBREAPER or not left):
+            return
+        if own_pid_ns and not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]:
             return
         time.sleep(0.002)
+
+
+SUBREAPER = False  # set by serve(): orphans are reparented to this process
+FROZEN_IDS = frozenset()  # set by serve(): the classes `freeze_classes` made immutable
+SNAPSHOT = []  # [the modules as they are between programs] (a list: rebinding a global would change them)
 
 
 def _wait_exit(pid, fd, timeout):
@@ -243,13 +280,16 @@ def handle(job, base, own_pid_ns):
     os.mkdir(workdir, 0o700)
     report_r, report_w = os.pipe()
     nonce_r, nonce_w = os.pipe()
+    if not SNAPSHOT:
+        SNAPSHOT.append(Snapshot())
+    snap = SNAPSHOT[0] = SNAPSHOT[0].fresh()  # here, not in the child: it then copies no pages for it
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(report_r)
             os.close(nonce_w)
-            child(job, workdir, report_w, nonce_r)
+            child(job, workdir, report_w, nonce_r, snap)
         finally:
             os._exit(70)
     os.close(report_w)
@@ -277,9 +317,12 @@ def handle(job, base, own_pid_ns):
             "stdout": out, "stderr": err, "output_bytes": max(out_size, err_size)}
 
 
-def serve(workdir_base, own_pid_ns):
+def serve(workdir_base, own_pid_ns, ro_root=False):
+    global SUBREAPER, FROZEN_IDS
     import importlib
 
+    if ro_root:
+        read_only_root(workdir_base)
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -290,6 +333,12 @@ def serve(workdir_base, own_pid_ns):
 
         if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 4
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+        if not own_pid_ns:
+            SUBREAPER = become_subreaper()
+    classes, functions = own_code(globals())
+    freeze_classes(classes)
+    FROZEN_IDS = frozenset(FROZEN)
+    install_audit_hook(functions)
     ctrl_in, ctrl_out = sys.stdin.buffer, sys.stdout.buffer
     os.write(1, b'{"ready": true}\n')
     for line in ctrl_in:
@@ -305,4 +354,4 @@ def serve(workdir_base, own_pid_ns):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2] == "1")
+    serve(sys.argv[1], sys.argv[2] == "1", sys.argv[3:4] == ["ro"])

@@ -31,7 +31,9 @@ from typing import Any
 
 from evalsuite.sandbox import layers
 
-_BOOTSTRAP = (Path(__file__).parent / "_bootstrap.py").read_text(encoding="utf-8")
+# the template's `python -c` script: the sandbox cannot import evalsuite, so its parts travel as one text
+_BOOTSTRAP = "\n".join((Path(__file__).parent / name).read_text(encoding="utf-8")
+                       for name in ("_integrity.py", "_confine.py", "_bootstrap.py"))
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
 RECYCLE_AFTER = 500  # programs per slot sandbox before a fresh one (bounds what a program can leave in IPC)
 SUPERVISOR_SLACK_S = 5.0  # the template enforces the deadline; the harness waits this much longer
@@ -118,6 +120,8 @@ class Template:
         self.base = None if iso.mode == "bwrap" else _make_workdir(self.uid)
         pid_ns = "1" if iso.mode in ("bwrap", "unshare") else "0"
         argv = [iso.python, "-I", "-S", "-c", _BOOTSTRAP, self.base or "/tmp", pid_ns]
+        if iso.mode == "unshare":
+            argv.append("ro")  # the bootstrap remounts the root read-only (bwrap does it itself)
         # spawned from one long-lived thread: bwrap's --die-with-parent follows the *thread* that
         # forked it, and pool threads come and go
         self.proc = _spawner().submit(
@@ -196,7 +200,7 @@ class Template:
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             if self.proc.poll() is None:
-                for child in _children(self.proc.pid):
+                for child in _descendants(self.proc.pid):  # daemons reparented to a subreaper template too
                     _signal(child, signal.SIGKILL)
                 try:
                     self.proc.wait(timeout=1)
@@ -333,6 +337,16 @@ def _children(pid: int) -> list[int]:
                     out.append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of `pid` (parents first)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
     return out
 
 

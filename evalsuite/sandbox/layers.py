@@ -3,7 +3,8 @@
 Order of preference (strongest first):
 1. `bwrap`: fresh user, mount (read-only root, private tmpfs workdir), network (no interfaces,
    no loopback), PID, IPC and UTS namespaces, cleared environment.
-2. `unshare`: user + network + PID namespaces via util-linux; the workdir is a host temp dir.
+2. `unshare`: user + mount + network + PID namespaces via util-linux; every mount is remounted
+   read-only by the bootstrap (then locked in a nested user namespace) but the work dir, a host temp dir.
 3. `none`: rlimits + process group only (macOS, locked-down containers), with a warning once.
 Every mode adds rlimits (set by the in-sandbox bootstrap), its own process group killed with
 SIGKILL, and, when evalsuite runs as root, a dedicated unprivileged uid per worker slot (so the
@@ -20,17 +21,20 @@ import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from evalsuite.errors import UsageError
 
 TMPFS_BYTES = 64 * 1024 * 1024  # the private /tmp of a bwrap sandbox (memory-backed, gone at exit)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+_CONFINE = (Path(__file__).parent / "_confine.py").read_text(encoding="utf-8")
 _UID_BASE = 200_000  # slot uids: far above real accounts; distinct per evalsuite process and slot
 
 MODE_LAYERS = {
     "bwrap": ["bwrap", "user-ns", "mount-ns:ro-root", "net-ns:no-interfaces", "pid-ns", "ipc-ns",
               "uts-ns", "tmpfs-workdir", "clean-env"],
-    "unshare": ["unshare", "user-ns", "net-ns:no-interfaces", "pid-ns", "private-workdir", "clean-env"],
+    "unshare": ["unshare", "user-ns", "mount-ns:ro-root", "net-ns:no-interfaces", "pid-ns", "private-workdir",
+                "clean-env"],
     "none": ["private-workdir", "clean-env"],
 }
 COMMON_LAYERS = ["rlimits", "process-group-kill", "output-cap", "nonce-verdict"]
@@ -96,6 +100,9 @@ def _probe(iso: Isolation) -> str | None:
     """Run `python -c` under `iso`; None when it works, else why not."""
     code = ("import os,sys,socket;assert sys.version_info>=(3,10),'needs Python 3.10+';"
             "print(os.getpid(),len(socket.if_nameindex()) if hasattr(socket,'if_nameindex') else -1)")
+    if iso.mode == "unshare":  # the read-only root must work too (the template does the same at start)
+        code = (_CONFINE + "\nread_only_root('/tmp')\n"
+                "assert not os.access('/usr', os.W_OK), 'root still writable'\n" + code)
     uid = slot_uid(255) if iso.drop_uid else None
     try:
         r = subprocess.run(command(iso, [iso.python, "-I", "-S", "-c", code], uid, "/tmp"),

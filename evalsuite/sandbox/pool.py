@@ -1,4 +1,4 @@
-"""Run many programs in parallel, and calibrate time limits to the host.
+"""Run many programs in parallel, and calibrate time limits to the host and to the reference solutions.
 
 Each program is its own sandboxed process tree, so a thread per worker that launches and
 supervises one subprocess at a time is all the parallelism needed (the GIL is released while
@@ -9,6 +9,8 @@ only that worker's processes.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import queue
 import time
@@ -19,6 +21,9 @@ from dataclasses import dataclass, replace
 from evalsuite.sandbox.execute import DEFAULT_LIMITS, Limits, Verdict, run_program
 
 _REFERENCE_LOOP_S = 0.05  # the calibration loop's time on a 2024 x86 core; slower hosts get longer limits
+REFERENCE_FACTOR = 4.0  # like evalplus: a solution may take 4x its reference solution's time
+_MEASURE_LIMITS = replace(DEFAULT_LIMITS, timeout_s=30.0)  # for timing the reference solutions once
+_CACHE_FILE = "sandbox_reference_times.json"
 
 
 @dataclass(frozen=True)
@@ -78,3 +83,45 @@ def calibrated_limits(floor_s: float = 3.0, workers: int | None = None, base: Li
     cores = default_workers()
     over = max(1.0, (workers or cores) / cores)
     return replace(base, timeout_s=round(max(floor_s, floor_s * host_factor() * over), 2))
+
+
+def reference_seconds(jobs: Sequence[Job], workers: int | None = None) -> list[float | None]:
+    """Each reference program's run time in reference-core seconds (measured / `host_factor()`).
+
+    Measured once, then cached in `<cache dir>/sandbox_reference_times.json` by a hash of the program
+    and its tests (a changed data file gives new keys). None where the reference did not pass.
+    """
+    from evalsuite.cache import default_cache_dir
+
+    path = default_cache_dir() / _CACHE_FILE
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    keys = [_job_key(j) for j in jobs]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo:
+        factor = host_factor()
+        for i, v in zip(todo, run_many([jobs[i] for i in todo], workers, _MEASURE_LIMITS)):
+            cache[keys[i]] = round(v.wall_s / factor, 5) if v.passed else None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache dir only costs measuring again next time
+    return [cache[k] for k in keys]
+
+
+def reference_limits(limits: Limits, reference_s: float | None, factor: float = REFERENCE_FACTOR) -> Limits:
+    """`limits` with timeout = max(its timeout, factor x reference time x host factor)."""
+    if reference_s is None:
+        return limits
+    timeout = round(factor * reference_s * host_factor(), 2)
+    return replace(limits, timeout_s=timeout) if timeout > limits.timeout_s else limits
+
+
+def _job_key(job: Job) -> str:
+    text = json.dumps([job.program, job.test, job.entry_point, list(job.keep), job.stdin])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
