@@ -277,9 +277,6 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
         raise UsageError("pass exactly one of --outputs FILE or --run-dir DIR")
     ctx = cfg.context()
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
-    out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
-    cache = _cache(cfg)
-    ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     if run_dir:
         log = rundir.load_run(run_dir)
         model_info = {**log.results.get("model", {}), "rescored_from": str(Path(run_dir).resolve())}
@@ -292,6 +289,10 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
         model_info = {"name": Path(outputs).name, "backend": "outputs-file", "fingerprint": None,  # type: ignore[arg-type]
                       "outputs": str(Path(outputs).resolve())}  # type: ignore[arg-type]
         stored = {name: _records_from_outputs(name, task, rows, ctx) for name, task in tasks.items()}
+    # the run dir is made only once the inputs are known to be good: bad input leaves no empty run behind
+    out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
+    cache = _cache(cfg)
+    ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
 
     def answer_factory(progress: Any) -> Any:
         raise AssertionError("score mode never calls a model")  # pragma: no cover

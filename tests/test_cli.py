@@ -79,6 +79,18 @@ def test_missing_outputs_file(tmp_path: Path) -> None:
     proc = evalsuite("score", "--tasks", "gsm8k", "--outputs", str(tmp_path / "none.jsonl"),
                      "--data-dir", str(write_gsm8k(tmp_path)), "--output-dir", str(tmp_path / "r"))
     assert_one_line_error(proc, "outputs file not found")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir()), "bad input leaves no empty run dir"
+
+
+def test_rescoring_a_run_without_the_task_leaves_no_run_dir(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "results.json").write_text('{"model": {}, "tasks": {}}')
+    (src / "samples.jsonl").write_text("")
+    proc = evalsuite("score", "--tasks", "gsm8k", "--run-dir", str(src), "--data-dir", str(write_gsm8k(tmp_path)),
+                     "--output-dir", str(tmp_path / "r"))
+    assert_one_line_error(proc, "has no samples for task")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir()), "bad input leaves no empty run dir"
 
 
 def test_list_is_fast_and_imports_no_torch() -> None:
