@@ -94,12 +94,19 @@ def _raw(**over: object) -> dict:
     (_raw(training={"max_steps": 3, "schedule": "exp"}), "training.schedule"),
     (_raw(data={"datasets": [{"path": "a", "hub": "b"}]}), "exactly one of `path` or `hub`"),
     (_raw(lora={"r": 0}), "lora.r"),
-    (_raw(eval={"backend": "vllm", "asynchronous": "off"}), "child process"),
+    (_raw(eval={"backend": "openai", "asynchronous": "off"}), "child process"),
+    (_raw(eval={"backend": "vllm", "asynchronous": "off"}, training={"max_steps": 3, "method": "full"}), "child process"),
     ([1, 2], "expected a mapping"),
 ])
 def test_config_errors_name_the_key(raw: object, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         config.parse(raw)
+
+
+def test_vllm_scores_lora_checkpoints_in_process() -> None:
+    """A LoRA run may score on a warm in-process vLLM engine (asynchronous: off)."""
+    cfg = config.parse(_raw(eval={"backend": "vllm", "asynchronous": "off"}))
+    assert (cfg.eval.backend, cfg.eval.asynchronous, cfg.training.method) == ("vllm", "off", "lora")
 
 
 def test_config_paths_are_relative_to_the_file_and_explained(tmp_path: Path) -> None:

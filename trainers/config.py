@@ -114,8 +114,8 @@ class EvalConfig(_Strict):
     data_dir: str | None = Field(None, description="data dir for the tasks, relative to the config file (default: EVALSUITE_DATA_DIR)")
     task_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for every task factory, or {TASK: {...}} per task")
     backend: str = Field(
-        "hf", description="backend scoring saved checkpoints in the asynchronous child process; it must load a PEFT "
-        "adapter folder unmerged (hf; vllm with LoRA on GPU). In-process scoring always uses the training model itself")
+        "hf", description="backend scoring saved checkpoints: it must load a PEFT adapter folder unmerged (hf, or vllm "
+        "with LoRA). In-process, hf scores with the training model itself and vllm serves each checkpoint on one warm engine")
     model_args: dict[str, Any] = Field(default_factory=dict, description="extra backend arguments (e.g. batch_size)")
     best_metric: str = Field("val_loss", description="'val_loss' or 'TASK/METRIC' choosing the best checkpoint")
     best_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for losses, max for scores")
@@ -126,7 +126,7 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _backend_needs_a_child(self) -> EvalConfig:
-        if self.backend != "hf" and self.asynchronous == "off":
+        if self.backend not in ("hf", "vllm") and self.asynchronous == "off":
             raise ValueError(f"backend '{self.backend}' scores saved checkpoints in a child process: "
                              "set asynchronous to auto or on")
         return self
@@ -158,6 +158,9 @@ class TrainConfig(_Strict):
     def _best_metric_is_scored(self) -> TrainConfig:
         if (problem := best_metric_problem(self)) is not None:
             raise ValueError(problem)
+        if self.eval.backend == "vllm" and self.eval.asynchronous == "off" and self.training.method == "full":
+            raise ValueError("eval.backend vllm serves LoRA checkpoints in-process; a full fine-tune's checkpoints "
+                             "are scored in a child process: set eval.asynchronous to auto or on")
         return self
 
     def decontamination_tasks(self) -> list[str]:

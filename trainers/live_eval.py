@@ -3,9 +3,11 @@
 In-process (CPU default): the model being trained *is* the evaluation model — `LiveHFBackend` is
 the HF backend built around it (adapter active, eval mode), so a checkpoint costs its evaluation
 and nothing else; its fingerprint is the saved checkpoint's, so the call cache never serves one
-checkpoint's answers to another. Asynchronous (GPU default): a child process runs
-`python -m evalsuite.trainers.live_eval JOB.json`, which loads the saved checkpoint folder (the HF
-backend applies the adapter unmerged) while training goes on.
+checkpoint's answers to another. With `eval.backend: vllm` in process (CPU default for LoRA), one
+warm vLLM engine with LoRA on serves the whole run and each checkpoint is an adapter on it
+(`VLLMBackend.with_adapter`), so the engine start-up is paid once. Asynchronous (GPU default): a
+child process runs `python -m evalsuite.trainers.live_eval JOB.json`, which loads the saved
+checkpoint folder (the adapter unmerged) with a fresh backend per checkpoint while training goes on.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ class LiveHFBackend(HFBackend):
 
     def close(self) -> None:  # the trainer still needs its model
         pass
+
+
+def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: int, model_args: dict[str, Any]) -> Any:
+    """The run's one vLLM engine (LoRA on, no adapter): checkpoints are scored via `with_adapter`."""
+    from evalsuite.backends.vllm import VLLMBackend, _lora_rank_bucket
+
+    args = {"max_lora_rank": _lora_rank_bucket(lora_rank), "chat_template": chat_template, "add_bos_token": add_bos,
+            **model_args, "enable_lora": True}
+    return VLLMBackend(base_path, **args)
 
 
 def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_dir: str | None,

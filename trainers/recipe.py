@@ -36,6 +36,7 @@ class Recipe:
         self.cfg, self.run_dir = cfg, run_dir
         self.rows: list[dict[str, Any]] = []  # checkpoint rows of results.json's "training.steps"
         self.jobs: dict[int, Any] = {}  # asynchronous evaluations in flight, by step
+        self.engine: Any = None  # in-process vLLM scoring: one warm engine, each checkpoint an adapter on it
         self.start_step, self.tokens_seen, self.wall_before = 0, 0, 0.0
         self.warned_metric = False  # best_metric named a task but not one of its metrics (said once)
 
@@ -281,8 +282,7 @@ class Recipe:
         if e.tasks:
             unwrapped.eval()
             try:
-                backend = live_eval.LiveHFBackend(unwrapped, self.tokenizer, self.base, ckpt, self.template, self.add_bos,
-                                                  **e.model_args)
+                backend = self._scoring_backend(unwrapped, ckpt)
                 row["scores"], eval_dirs = live_eval.score(ckpt, e.tasks, self.run_dir / "evals", e.limit, e.data_dir,
                                                           e.task_args, backend=backend, seed=self.cfg.seed)
                 row["eval_runs"] = [str(d.relative_to(self.run_dir)) for d in eval_dirs]
@@ -291,9 +291,20 @@ class Recipe:
                 unwrapped.train()
         self._record(row)
 
-    def _asynchronous(self) -> bool:
+    def _scoring_backend(self, model: Any, ckpt: Path) -> Any:
+        """In process: the training model itself (hf), or the saved adapter on the run's warm vLLM engine."""
         e = self.cfg.eval
-        return e.asynchronous == "on" or (e.asynchronous == "auto" and (self.acc.device.type == "cuda" or e.backend != "hf"))
+        if e.backend == "hf":
+            return live_eval.LiveHFBackend(model, self.tokenizer, self.base, ckpt, self.template, self.add_bos, **e.model_args)
+        if self.engine is None:
+            self.engine = live_eval.vllm_engine(self.base.path, self.template, self.add_bos, self.cfg.lora.r, e.model_args)
+        return self.engine.with_adapter(str(ckpt))
+
+    def _asynchronous(self) -> bool:
+        """auto: a child process on GPU, or for backends that cannot score in process (vLLM needs a LoRA run)."""
+        e = self.cfg.eval
+        in_process = e.backend == "hf" or (e.backend == "vllm" and self.cfg.training.method != "full")
+        return e.asynchronous == "on" or (e.asynchronous == "auto" and (self.acc.device.type == "cuda" or not in_process))
 
     def _job(self) -> dict[str, Any]:
         e = self.cfg.eval
@@ -342,7 +353,7 @@ class Recipe:
         for d in (best or {}).get("eval_runs") or []:  # the best checkpoint's task sections, for every report
             tasks.update(json.loads((self.run_dir / d / "results.json").read_text()).get("tasks", {}))
         steps = [{k: r.get(k) for k in ("step", "train_loss", "val_loss", "scores", "checkpoint", "eval_runs")} for r in self.rows]
-        results = {"model": {"name": self.base.name, "spec": self.cfg.model, "backend": "hf",
+        results = {"model": {"name": self.base.name, "spec": self.cfg.model, "backend": self.cfg.eval.backend,
                              "adapter": best and best["checkpoint"], "fingerprint": self.cfg.fingerprint()},
                    "config": self.cfg.model_dump(), **environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "status": status, "chat_template": self.template, "tasks": tasks,
@@ -367,7 +378,11 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     random.seed(cfg.seed)
     recipe = Recipe(cfg, run_dir)
     recipe.setup()
-    recipe.train()
+    try:
+        recipe.train()
+    finally:
+        if recipe.engine is not None:
+            recipe.engine.close()
     return recipe.finish() if recipe.acc.is_main_process else {}
 
 
