@@ -78,12 +78,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
         print(render_markdown(comp, include_groups=not args.no_groups))
     else:
-        from rich.console import Console
         from rich.markup import escape
 
         from evalsuite.reports.terminal import comparison_table
 
-        console = Console()
+        console = _console()
         for w in comp.warnings:
             console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
@@ -222,12 +221,11 @@ def _run_gate(args: argparse.Namespace) -> int:
                    allow_mismatch=args.allow_mismatch, n_boot=args.n_boot, seed=args.seed)
     result = gate(comp, rules)
 
-    from rich.console import Console
     from rich.markup import escape
 
     from evalsuite.reports.terminal import gate_notes, gate_table
 
-    console = Console()
+    console = _console()
     warnings = comp.warnings + result.warnings
     for w in warnings:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
@@ -248,3 +246,13 @@ def _run_gate(args: argparse.Namespace) -> int:
 
         _write(args.html, render_html(comp, result, arena_runs=_arena_runs(args)), "HTML report")
     return result.exit_code
+
+
+def _console() -> Any:
+    """A rich console; in a CI log (not a terminal, no COLUMNS) 160 columns wide, not rich's 80.
+
+    At 80 columns task and metric names fold over several lines, which makes a log hard to grep."""
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=160 if wide else None)

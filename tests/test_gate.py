@@ -250,3 +250,18 @@ def test_github_actions_example_is_valid() -> None:
     args = parser.parse_args(argv[2:])
     assert args.run and args.model and args.junit and args.markdown == "summary.md" and args.rules
     assert (Path(__file__).resolve().parents[1] / args.rules).is_file()
+
+
+def test_ci_log_keeps_long_task_and_metric_names_on_one_line(tmp_path: Path) -> None:
+    """In a CI log (no terminal) rich would fold names at 80 columns and break grep."""
+    task = "mmlu_high_school_government_and_politics"
+    metric = "prompt_level_strict_accuracy"
+    scores = {metric: binary(40, 0.6, seed=3)}
+    a = write_run(tmp_path / "a", {task: SynthTask(scores)})
+    b = write_run(tmp_path / "b", {task: SynthTask(scores)})
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    cmd = [sys.executable, "-m", "evalsuite.cli", "gate", "--baseline", str(a), "--candidate", str(b)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert any(task in line and metric in line for line in proc.stdout.splitlines()), proc.stdout
