@@ -2,8 +2,11 @@
 
 Two runs of "the same" task are only comparable when they scored the same samples the same way:
 same ids, same inputs and targets (a changed data file keeps the ids), same task version and the
-same task configuration (e.g. `num_fewshot`, `max_tokens`, the judge). Each difference is one
-message; `compare` refuses on any of them unless the caller allows mismatches.
+same task configuration (e.g. `num_fewshot`, `max_tokens`, the judge model and prompts). Each
+difference is one message; `compare` refuses on any of them unless the caller allows mismatches.
+Config keys that describe the host, not the task (the sandbox's measured workers, host factor and
+time limits), the judge server's address (its fingerprint), and keys that only one run records (a
+run made by an older evalsuite) are notes: printed, never a refusal.
 """
 
 from __future__ import annotations
@@ -42,21 +45,49 @@ def _short(value: Any) -> str:
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 3] + "..."
 
 
-def config_diff(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """'key (a vs b)' for every task-config key whose value differs."""
-    a, b = a or {}, b or {}
-    return [f"{k} ({_short(a.get(k))} vs {_short(b.get(k))})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+HOST_KEYS = ("sandbox_",)  # measured on the machine that scored: differ between a laptop and a CI runner
+SERVER_KEYS = {"fingerprint"}  # a judge's fingerprint hashes its base URL: the same judge on another port
+_ABSENT = object()
 
 
-def _task_problems(task: str, base: RunLog, run: RunLog, base_label: str, label: str) -> list[str]:
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dicts as dotted keys, so a message names the very key that differs."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_diff(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    """'key (a vs b)' for every task-config key whose value differs: (refusals, notes)."""
+    fa, fb = _flatten(a or {}), _flatten(b or {})
+    hard, soft = [], []
+    for k in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(k, _ABSENT), fb.get(k, _ABSENT)
+        if va == vb or k.rsplit(".", 1)[-1] in SERVER_KEYS:
+            continue
+        shown = " vs ".join("absent" if v is _ABSENT else _short(v) for v in (va, vb))
+        host = k.startswith(HOST_KEYS)
+        (soft if host or _ABSENT in (va, vb) else hard).append(f"{k} ({shown})")
+    return hard, soft
+
+
+def _task_problems(task: str, base: RunLog, run: RunLog, base_label: str, label: str,
+                   notes: list[str]) -> list[str]:
     problems = []
     base_entry, entry = base.tasks[task], run.tasks[task]
     if entry.get("version") != base_entry.get("version"):
         problems.append(f"task {task}: version differs ({base_label}: {base_entry.get('version')}, "
                         f"{label}: {entry.get('version')})")
-    diff = config_diff(base_entry.get("config"), entry.get("config"))
+    diff, soft = config_diff(base_entry.get("config"), entry.get("config"))
     if diff:
         problems.append(f"task {task}: config differs ({base_label} vs {label}): {'; '.join(diff)}")
+    if soft:
+        notes.append(f"task {task}: config differs only in host-dependent or unrecorded keys ({base_label} vs "
+                     f"{label}): {'; '.join(soft)}")
     base_d, run_d = _digests(base.records_for(task)), _digests(run.records_for(task))
     only_a, only_b = set(base_d) - set(run_d), set(run_d) - set(base_d)
     if only_a or only_b:
@@ -70,10 +101,11 @@ def _task_problems(task: str, base: RunLog, run: RunLog, base_label: str, label:
 
 
 def check_runs(runs: Sequence[RunLog], labels: Sequence[str],
-               tasks: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    """The tasks to compare, and every way the runs are not comparable (one message each)."""
+               tasks: Sequence[str] | None) -> tuple[list[str], list[str], list[str]]:
+    """The tasks to compare, every way the runs are not comparable, and notes (one message each)."""
     base = runs[0]
     problems: list[str] = []
+    notes: list[str] = []
     if tasks is None:
         tasks = list(base.tasks)
         for run, label in zip(runs[1:], labels[1:]):
@@ -92,8 +124,8 @@ def check_runs(runs: Sequence[RunLog], labels: Sequence[str],
             problems.append(f"{label} is not a complete run (status: {run.results.get('status')})")
     for task in tasks:
         for run, label in zip(runs[1:], labels[1:]):
-            problems += _task_problems(task, base, run, labels[0], label)
-    return list(tasks), problems
+            problems += _task_problems(task, base, run, labels[0], label, notes)
+    return list(tasks), problems, notes
 
 
 def decontamination_lines(run: RunLog, name: str = "decontamination.json") -> tuple[list[str], str | None]:

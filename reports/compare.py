@@ -250,13 +250,13 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
     if len(runs) < 2:
         raise UsageError("compare needs at least two run directories: BASELINE CANDIDATE [...]")
     labels = list(labels) if labels else run_labels(runs)
-    tasks, problems = check_runs(runs, labels, tasks)
+    tasks, problems, notes = check_runs(runs, labels, tasks)
     if problems and not allow_mismatch:
         raise UsageError("runs are not comparable: " + "; ".join(problems)
                          + " (pass --allow-mismatch to compare the shared samples anyway)")
     if not tasks:
         raise UsageError("the runs share no task to compare")
-    warnings = [f"{p} (compared anyway: --allow-mismatch)" for p in problems]
+    warnings = notes + [f"{p} (compared anyway: --allow-mismatch)" for p in problems]
     rows: list[MetricRow] = []
     changed: list[ChangedSample] = []
     new_errors: dict[tuple[int, str], int] = {}

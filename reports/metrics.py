@@ -16,7 +16,9 @@ LOWER_WORDS = frozenset({"wer", "cer", "ppl", "bpb"})
 LOWER_STEMS = ("loss", "perplexity", "latency", "error", "inconsisten", "bias")
 LOWER_PHRASES = ("bits_per_byte",)
 # Pure diagnostics: they describe outputs (length gaps, a regression coefficient), neither good nor bad.
-DIAGNOSTIC_PHRASES = ("length_diff", "length_coef")
+# not gated unless a rule names them: length diagnostics, and the length-controlled win rate, a fitted
+# aggregate with no per-sample values (no paired test: any drop would fail on noise; `win` is gated)
+DIAGNOSTIC_PHRASES = ("length_diff", "length_coef", "lc_win_rate")
 
 
 def _words(metric: str) -> list[str]:

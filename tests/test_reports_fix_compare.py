@@ -69,3 +69,26 @@ def test_unreadable_decontamination_report_warns(tmp_path: Path) -> None:
     comp = compare(load_runs([a, b]), n_boot=200)
     assert comp.decontamination == {}
     assert any("is not a readable decontamination report (KeyError" in w for w in comp.warnings)
+
+
+def test_host_dependent_judge_server_and_unrecorded_config_keys_are_notes(tmp_path: Path) -> None:
+    """A baseline from a laptop (or an older evalsuite) against a CI run: comparable, with a note."""
+    judge = {"model": "j", "fingerprint": "aaa", "judges": {"Single": {"template": "t", "rubric": None}}}
+    base_cfg = {"num_fewshot": 0, "sandbox_workers": 8, "sandbox_timeout_s": 3.0, "judge": judge}
+    cand_cfg = {"num_fewshot": 0, "sandbox_workers": 2, "sandbox_timeout_s": 3.4, "sandbox_reference_factor": 4.0,
+                "judge": {**judge, "fingerprint": "bbb"}}  # the same judge model behind another port
+    a = write_run(tmp_path / "a", {"qa": SynthTask({"acc": ACC}, config=base_cfg)}, model="a")
+    b = write_run(tmp_path / "b", {"qa": SynthTask({"acc": ACC}, config=cand_cfg)}, model="b")
+    comp = compare(load_runs([a, b]), n_boot=200)
+    [note] = comp.warnings
+    assert "sandbox_workers (8 vs 2)" in note and "sandbox_reference_factor (absent vs 4.0)" in note
+    assert "fingerprint" not in note
+
+
+def test_a_different_judge_rubric_is_refused_naming_the_nested_key(tmp_path: Path) -> None:
+    judge = {"model": "j", "judges": {"Single": {"template": "t", "rubric": "be strict"}}}
+    other = {"model": "j", "judges": {"Single": {"template": "t", "rubric": "be kind"}}}
+    a = write_run(tmp_path / "a", {"qa": SynthTask({"acc": ACC}, config={"judge": judge})}, model="a")
+    b = write_run(tmp_path / "b", {"qa": SynthTask({"acc": ACC}, config={"judge": other})}, model="b")
+    with pytest.raises(UsageError, match=r'judge\.judges\.Single\.rubric \("be strict" vs "be kind"\)'):
+        compare(load_runs([a, b]))

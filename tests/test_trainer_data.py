@@ -195,3 +195,13 @@ def test_checkpoint_table_fits_80_columns_with_whole_metric_names() -> None:
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "prompt" in text and "strict" in text and "macro" in text and "0.429" in text
+
+
+def test_report_only_decontamination_keeps_the_fingerprint_of_earlier_runs() -> None:
+    """"report" changes no training data: a run started by the previous release must still resume.
+
+    The expected value is what the previous release (8e454a0) computed for this config."""
+    raw = {"model": "m", "training": {"max_steps": 3},
+           "data": {"datasets": [{"path": "d.jsonl"}], "decontaminate": ["gsm8k"], "decontaminate_action": "report"},
+           "eval": {"tasks": ["gsm8k"], "best_metric": "gsm8k/exact_match_strict"}}
+    assert config.TrainConfig.model_validate(raw).fingerprint() == "1b80433b8762057d"

@@ -175,7 +175,8 @@ class TrainConfig(_Strict):
         tasks count even when they come from eval.tasks."""
         keep = self.model_dump(exclude={"eval", "export", "output_dir", "run_name"})
         drop = self.data.decontaminate_action == "drop"
-        keep["data"]["decontaminate"] = self.decontamination_tasks() if drop else []
+        d = self.data.decontaminate  # "report" leaves the data as it is: the value as written (older runs resume)
+        keep["data"]["decontaminate"] = self.decontamination_tasks() if drop else (d if isinstance(d, list) else [])
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -8,8 +8,8 @@ program could fake a pass by patching what the tests rely on: `math.fabs = lambd
   defaults of a standard-library (or evalsuite) function (`install_audit_hook`).
 - Before each fork, the template refreshes a `Snapshot` of every module's namespace (the child
   inherits it: no copying there); in the child, `restore()` before the tests puts back every
-  module's namespace and class, `sys.modules` (modules the program imported are dropped, so the tests
-  import fresh ones), `sys.path`, the import hooks and `gc.callbacks`; `quiesce()` clears timers and
+  module's namespace and class, `sys.modules` (names it had; modules the program imported stay, so its
+  functions keep their identity), `sys.path`, the import hooks and `gc.callbacks`; `quiesce()` clears timers and
   signal handlers and refuses to test while threads the program started still run.
 - The tests' `import` statements, and the modules among the program's names, give the tests private
   copies of the modules as they were (`TestModules`): a program function the tests call cannot patch
@@ -154,7 +154,7 @@ def _tag_of(ns):
 
 
 def restore(snap, keep_alive, _copy=dict.copy, _clear=dict.clear, _update=dict.update, _type=type,
-            _setattr=object.__setattr__, _list=list, _map=map, _id=id):
+            _setattr=object.__setattr__, _list=list, _map=map, _id=id, _ModuleType=ModuleType):
     """Put back what `snap` saw. Only locals here: the globals and builtins are among what is restored.
 
     The program's objects go to `keep_alive` first, so no finalizer of theirs runs in between.
@@ -171,9 +171,19 @@ def restore(snap, keep_alive, _copy=dict.copy, _clear=dict.clear, _update=dict.u
             _update(ns, saved)
             if _type(mod) is not cls:
                 _setattr(mod, "__class__", cls)
-    keep_alive.append(_copy(snap.sys_modules))
+    before = _copy(snap.sys_modules)
+    keep_alive.append(before)
     _clear(snap.sys_modules)
     _update(snap.sys_modules, snap.modules)
+    # modules the program imported stay (names the snapshot had are put back above): the program's own
+    # functions re-import them during the tests and must get the same objects (`queue.Empty`,
+    # `dataclasses.fields`), and a new submodule stays reachable from its (restored) package
+    for name, mod in before.items():
+        if name not in snap.modules:
+            snap.sys_modules[name] = mod
+            parent, _, child = name.rpartition(".")
+            if parent and parent in snap.modules and _type(mod) is _ModuleType:
+                _setattr(snap.modules[parent], child, mod)
     for lst, saved in snap.lists:
         keep_alive.append(lst[:])
         lst[:] = saved
@@ -186,6 +196,14 @@ def restore(snap, keep_alive, _copy=dict.copy, _clear=dict.clear, _update=dict.u
 _SIGNALS = tuple(signal.valid_signals()) if hasattr(signal, "valid_signals") else ()
 _getsignal, _signal, _setitimer = signal.getsignal, signal.signal, getattr(signal, "setitimer", None)
 _default_int = signal.default_int_handler
+_sleep, _monotonic = __import__("time").sleep, __import__("time").monotonic
+
+
+def _threads(_listdir=os.listdir):
+    try:
+        return len(_listdir("/proc/self/task"))
+    except OSError:
+        return 1
 
 
 def quiesce():
@@ -200,10 +218,11 @@ def quiesce():
                 _signal(sig, signal.SIG_DFL)
         except (OSError, ValueError, TypeError):
             continue
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:
-        threads = 1
+    threads = _threads()
+    deadline = _monotonic() + 0.5
+    while threads > 1 and _monotonic() < deadline:  # a joined thread can be listed a moment longer
+        _sleep(0.002)
+        threads = _threads()
     if threads > 1:
         raise RuntimeError(f"the program left {threads - 1} thread(s) running; the tests run without them")
 
@@ -214,13 +233,13 @@ class TestModules:
     def __init__(self, snap, real_import):
         self.snap, self.real_import, self.copies = snap, real_import, {}
 
-    def copy(self, mod, _isinstance=isinstance, _module=ModuleType, _id=id, _vars=vars, _str=str):
+    def copy(self, mod, _isinstance=isinstance, _module=ModuleType, _id=id, _vars=vars, _str=str, _sys=sys):
         """Builtins bound at definition: a program function the tests call may rebind the real ones."""
         if not _isinstance(mod, _module):
             return mod
         saved = self.snap.saved.get(_id(mod))
-        if saved is None:  # imported after the snapshot (fresh for the tests): as it is
-            return mod
+        if saved is None or mod is _sys:  # imported after the snapshot: as it is; `sys` is restored and shared
+            return mod  # (a test that swaps sys.stdout must see the program's prints)
         if _id(mod) not in self.copies:
             name = saved.get("__name__")
             twin = _module(name if _isinstance(name, _str) else "?")
