@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
+DECONTAMINATION = "decontamination.json"  # the trainer's report on its data, in its eval runs
 
 
 def _clean(obj: Any) -> Any:

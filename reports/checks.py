@@ -128,9 +128,11 @@ def check_runs(runs: Sequence[RunLog], labels: Sequence[str],
     return list(tasks), problems, notes
 
 
-def decontamination_lines(run: RunLog, name: str = "decontamination.json") -> tuple[list[str], str | None]:
+def decontamination_lines(run: RunLog) -> tuple[list[str], str | None]:
     """The run's decontamination summary (written by the trainer), and a warning if it is unreadable."""
-    path = run.path / name
+    from evalsuite.rundir import DECONTAMINATION
+
+    path = run.path / DECONTAMINATION
     if not path.is_file():
         return [], None
     from evalsuite.datagen.decontam import summary_lines

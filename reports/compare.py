@@ -23,8 +23,6 @@ from evalsuite.reports.checks import check_runs, decontamination_lines
 from evalsuite.reports.metrics import higher_is_better, is_diagnostic
 from evalsuite.rundir import RunLog, load_run
 
-DECONTAMINATION = "decontamination.json"  # written next to a run by the trainer's decontamination step
-
 
 @dataclass
 class MetricRow:
@@ -278,7 +276,7 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
                         "they are left out of the paired tests")
     decontamination: dict[str, list[str]] = {}
     for run, label in zip(runs, labels):
-        lines, problem = decontamination_lines(run, DECONTAMINATION)
+        lines, problem = decontamination_lines(run)
         if lines:
             decontamination[label] = lines
         if problem:

@@ -7,7 +7,7 @@ test at `alpha`: a few flipped samples are noise, and CI jobs that fail on noise
 1% of the baseline score for others (MT-Bench's 1-10 `score`, a loss), so one default fits both.
 `min_score` / `max_score` are hard floors/ceilings. Metrics without per-sample scores cannot be
 tested, so their drop alone decides (and the check says so). Diagnostics (`length_diff`,
-`lc_length_coef`) are gated only by a rule that names them.
+`lc_length_coef`, `lc_win_rate`: see `metrics.py`) are gated only by a rule that names them.
 
 A rule with a literal metric name that matches no metric of a compared task is a usage error
 (exit 2): a typo in a CI gate must not silently pass. Rules whose task is not in the runs, or whose
@@ -134,9 +134,8 @@ def _check_types(rule: dict[str, Any], where: str) -> None:
     if rule["max_drop"] != AUTO and rule["max_drop"] is not None and not (_number(rule["max_drop"])
                                                                           and rule["max_drop"] >= 0):
         raise bad("max_drop", "a number >= 0, 'auto' or null")
-    for key in ("max_drop_relative",):
-        if rule[key] is not None and not (_number(rule[key]) and rule[key] >= 0):
-            raise bad(key, "a number >= 0 or null")
+    if rule["max_drop_relative"] is not None and not (_number(rule["max_drop_relative"]) and rule["max_drop_relative"] >= 0):
+        raise bad("max_drop_relative", "a number >= 0 or null")
     for key in ("min_score", "max_score"):
         if rule[key] is not None and not _number(rule[key]):
             raise bad(key, "a number or null")

@@ -15,9 +15,9 @@ from typing import Any
 LOWER_WORDS = frozenset({"wer", "cer", "ppl", "bpb"})
 LOWER_STEMS = ("loss", "perplexity", "latency", "error", "inconsisten", "bias")
 LOWER_PHRASES = ("bits_per_byte",)
-# Pure diagnostics: they describe outputs (length gaps, a regression coefficient), neither good nor bad.
-# not gated unless a rule names them: length diagnostics, and the length-controlled win rate, a fitted
-# aggregate with no per-sample values (no paired test: any drop would fail on noise; `win` is gated)
+# Not gated unless a rule names them: length diagnostics describe outputs (neither good nor bad), and
+# the length-controlled win rate is a fitted aggregate with no per-sample values, so no paired test
+# can tell a drop from noise (the per-sample `win` is gated).
 DIAGNOSTIC_PHRASES = ("length_diff", "length_coef", "lc_win_rate")
 
 

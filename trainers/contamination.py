@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import EvalsuiteError, UsageError
+from evalsuite.rundir import DECONTAMINATION
 from evalsuite.trainers.data import Conversation
 
-REPORT = "decontamination.json"
+REPORT = DECONTAMINATION
 
 
 def clean(datasets: Sequence[list[Conversation]], tasks: list[str], data_dir: str | None, action: str,

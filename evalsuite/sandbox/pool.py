@@ -92,6 +92,7 @@ def reference_seconds(jobs: Sequence[Job], workers: int | None = None) -> list[f
     and its tests (a changed data file gives new keys). None where the reference did not pass.
     """
     from evalsuite.cache import default_cache_dir
+    from evalsuite.rundir import atomic_write_text
 
     path = default_cache_dir() / _CACHE_FILE
     try:
@@ -105,10 +106,7 @@ def reference_seconds(jobs: Sequence[Job], workers: int | None = None) -> list[f
         for i, v in zip(todo, run_many([jobs[i] for i in todo], workers, _MEASURE_LIMITS)):
             cache[keys[i]] = round(v.wall_s / factor, 5) if v.passed else None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(cache))
         except OSError:
             pass  # an unwritable cache dir only costs measuring again next time
     return [cache[k] for k in keys]
