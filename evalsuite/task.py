@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from evalsuite import stats
 from evalsuite.errors import DataError
@@ -56,6 +56,18 @@ class Task:
     version: str = "1"
     group_by: str | None = None  # metadata key whose values get their own metrics (e.g. "subject")
     requires_code_execution: bool = False
+    # Declared metric directions: metric name -> True if higher is better. Unlisted metrics are
+    # higher-is-better; results.json records the direction of every metric, compare and gate read it.
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+
+    def metric_higher_is_better(self, metric: str) -> bool:
+        """The declared direction of `metric` (a group's metrics share their task's declaration)."""
+        if metric in self.higher_is_better:
+            return self.higher_is_better[metric]
+        for name, direction in self.higher_is_better.items():  # e.g. "judge_error" declares "turn_1.judge_error"
+            if metric.endswith("." + name):
+                return direction
+        return True
 
     def load(self, ctx: TaskContext) -> list[Sample]:
         raise NotImplementedError
