@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from evalsuite.runlog import RunResults
 
 console = Console(stderr=True)
 
@@ -42,14 +45,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def score_table(results: dict[str, Any], title: str) -> Table:
-    """Task / metric / value ± stderr / n, from results.json's `tasks` section."""
+def score_table(results: RunResults, title: str) -> Table:
+    """Task / metric / value ± stderr / n, from the run log's tasks; errors and missing outputs flagged."""
     table = Table(title=title, title_justify="left")
     for col, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("± stderr", "right"), ("n", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for task_name, task in results.get("tasks", {}).items():
-        for metric, m in task.get("metrics", {}).items():
-            table.add_row(task_name, metric, _fmt(m.get("value")), _fmt(m.get("stderr")), str(m.get("n", "")))
-        if task.get("errors"):
-            table.add_row(task_name, "[red]errors[/red]", str(task["errors"]), "", "")
+    for task_name, task in results.tasks.items():
+        for metric, m in task.metrics.items():
+            arrow = "" if m.higher_is_better else " ↓"
+            table.add_row(task_name, metric + arrow, _fmt(m.value), _fmt(m.stderr), str(m.n))
+        if task.errors:
+            table.add_row(task_name, "[red]errors[/red]", str(task.errors), "", "")
+        if task.missing:
+            table.add_row(task_name, "[red]missing outputs[/red]", str(len(task.missing)), "", "")
     return table

@@ -1,8 +1,9 @@
 """The run directory: the single source for reports, gates and re-scoring.
 
 Layout of `runs/<timestamp>-<model>-<tasks>/`:
-- `results.json`: per task its metrics ({value, stderr, n}), per-group metrics, config, timing;
-  plus the run's model (name, backend, fingerprint), config, package versions, git sha, status.
+- `results.json`: the typed run log (`evalsuite.runlog.RunResults`): per task its metrics
+  ({value, stderr, n, higher_is_better}), per-group metrics, config, errors, missing outputs, timing;
+  the run's model, config, environment, status; a training or arena section for those runs.
 - `samples.jsonl`: one `SampleRecord.to_json()` line per sample, all tasks.
 Every write is atomic (temp file + rename), so a killed run leaves either the old or the new
 file, never half of one.
@@ -10,6 +11,7 @@ file, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalsuite import runlog
 from evalsuite.errors import UsageError
 from evalsuite.records import SampleRecord
+from evalsuite.runlog import RunResults, TaskResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +51,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; run files are for CI uploaders and other users too
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -55,6 +60,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -91,15 +102,29 @@ def new_run_dir(output_dir: str | os.PathLike, model: str, tasks: Iterable[str])
 
 @dataclass
 class RunLog:
-    """A run directory read back: results.json plus every sample record."""
+    """A run directory read back: the typed results.json plus every sample record.
+
+    A training run keeps its samples in the best checkpoint's eval runs; `load_run` reads them from
+    there, so compare, gate and reports treat a trainer run like any other run.
+    """
 
     path: Path
-    results: dict[str, Any]
+    results: RunResults
     records: list[SampleRecord]
 
+    def __fspath__(self) -> str:  # a run log is its directory: pass it wherever a run dir is expected
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
     @property
-    def tasks(self) -> dict[str, Any]:
-        return self.results.get("tasks", {})
+    def tasks(self) -> dict[str, TaskResult]:
+        return self.results.tasks
+
+    @property
+    def name(self) -> str:
+        return str(self.results.model.name or self.path.name)
 
     def records_for(self, task: str) -> list[SampleRecord]:
         return [r for r in self.records if r.task == task]
@@ -118,21 +143,44 @@ class RunLog:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def checkpoints(self) -> pd.DataFrame:
+        """A training run's checkpoint table: one row per evaluated step (empty for other runs)."""
+        import pandas as pd
+
+        training = self.results.training
+        if training is None:
+            return pd.DataFrame(columns=["step", "train_loss", "val_loss", "best"])
+        best = training.best.step if training.best else None
+        rows = [{"step": c.step, "train_loss": c.train_loss, "val_loss": c.val_loss, "best": c.step == best,
+                 **c.scores, "checkpoint": c.checkpoint} for c in training.steps]
+        return pd.DataFrame(rows)
+
+
+def load_results(path: Path) -> RunResults:
+    """results.json of a run dir, typed; a `UsageError` naming the file when it is missing or broken."""
+    if path.is_dir():
+        path = path / RESULTS
+    if not path.is_file():
+        raise UsageError(f"{path.parent} is not an evalsuite run directory (no {RESULTS})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tasks", {}), dict):
+        raise UsageError(f"{path} is not an evalsuite results file (expected an object with a 'tasks' object)")
+    return runlog.parse(data, path)
+
 
 def load_run(path: str | os.PathLike) -> RunLog:
-    """Read a run directory; a `UsageError` if it is not one."""
+    """Read a run directory (an eval, training or arena run); a `UsageError` if it is not one."""
     p = Path(path)
-    results_path = p / RESULTS
-    if not results_path.is_file():
-        raise UsageError(f"{p} is not an evalsuite run directory (no {RESULTS})")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{results_path} is not valid JSON: {exc}") from exc
-    if not isinstance(results, dict) or not isinstance(results.get("tasks", {}), dict):
-        raise UsageError(f"{results_path} is not an evalsuite results file (expected an object with a 'tasks' object)")
+    results = load_results(p)
     samples_path = p / SAMPLES
     records = _read_samples(samples_path) if samples_path.is_file() else []
+    if not records and results.training is not None and results.training.best is not None:
+        for sub in results.training.best.eval_runs:
+            if (p / sub / RESULTS).is_file() and (p / sub / SAMPLES).is_file():
+                records.extend(_read_samples(p / sub / SAMPLES))
     return RunLog(p, results, records)
 
 
@@ -150,3 +198,42 @@ def _read_samples(path: Path) -> list[SampleRecord]:
                 problem = f"{type(exc).__name__}: {detail}"
                 raise UsageError(f"{path}:{lineno}: not a valid sample record ({problem})") from exc
     return records
+
+
+class RunWriter:
+    """The one writer of a run directory: results.json after every change, samples.jsonl after every task.
+
+    A write that fails (disk full, permissions) marks the run `failed` where it still can and becomes a
+    `UsageError` naming the file; calls stay in the cache, so re-running costs no model time.
+    """
+
+    def __init__(self, path: Path, results: RunResults) -> None:
+        self.path, self.results = path, results
+        self.records: list[SampleRecord] = []
+        if results.process is None:
+            results.process = runlog.this_process()
+        self.save()
+
+    def save(self) -> None:
+        self._write(self.path / RESULTS, lambda p: write_json(p, self.results.to_json()))
+
+    def add_task(self, name: str, result: TaskResult, records: list[SampleRecord]) -> None:
+        self.records.extend(records)
+        self.results.tasks[name] = result
+        self._write(self.path / SAMPLES, lambda p: write_samples(p, self.records))
+        self.save()
+
+    def finish(self, status: runlog.Status, error: str | None = None) -> RunLog:
+        self.results.status, self.results.error = status, error
+        self.save()
+        return RunLog(self.path, self.results, self.records)
+
+    def _write(self, path: Path, write: Any) -> None:
+        try:
+            write(path)
+        except OSError as exc:
+            self.results.status, self.results.error = "failed", f"cannot write {path.name}: {exc.strerror}"
+            with contextlib.suppress(OSError):
+                write_json(self.path / RESULTS, self.results.to_json())
+            raise UsageError(f"cannot write {path}: {exc.strerror}; what was written is kept and every model call "
+                             "is cached, so re-running the same command after freeing space costs no model time") from exc

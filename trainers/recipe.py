@@ -22,11 +22,12 @@ from evalsuite.trainers import checkpoint, contamination, data, live_eval, packi
 from evalsuite.trainers.config import TrainConfig
 from evalsuite.trainers.device import preflight
 from evalsuite.trainers.loss import add_neftune, token_loss_sum
-from evalsuite import rundir
+from evalsuite import rundir, runlog
 from evalsuite.backends import models as model_store
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import UsageError
 from evalsuite.progress import console
+from evalsuite.runlog import RunResults
 
 __all__ = ["Recipe", "add_neftune", "preflight", "run", "token_loss_sum"]  # loss/device names re-exported
 
@@ -39,6 +40,7 @@ class Recipe:
         self.engine: Any = None  # in-process vLLM scoring: one warm engine, each checkpoint an adapter on it
         self.start_step, self.tokens_seen, self.wall_before = 0, 0, 0.0
         self.warned_metric = False  # best_metric named a task but not one of its metrics (said once)
+        self.created = runlog.now()
 
     # ================================================================ setup
     def setup(self) -> None:
@@ -345,35 +347,42 @@ class Recipe:
                 f.write(json.dumps(row) + "\n")
 
     # ================================================================ save
-    def write_results(self, status: str) -> dict[str, Any]:
-        from evalsuite.runner import environment
-
+    def write_results(self, status: runlog.Status) -> RunResults:
+        """The training run's typed run log: checkpoints, best, loss curve, and the best checkpoint's tasks."""
         best = report.best(self.rows, self.cfg.eval.best_metric, self.cfg.eval.minimise)
-        tasks: dict[str, Any] = {}
+        tasks: dict[str, runlog.TaskResult] = {}
         for d in (best or {}).get("eval_runs") or []:  # the best checkpoint's task sections, for every report
-            tasks.update(json.loads((self.run_dir / d / "results.json").read_text()).get("tasks", {}))
-        steps = [{k: r.get(k) for k in ("step", "train_loss", "val_loss", "scores", "checkpoint", "eval_runs")} for r in self.rows]
-        results = {"model": {"name": self.base.name, "spec": self.cfg.model, "backend": self.cfg.eval.backend,
-                             "adapter": best and best["checkpoint"], "fingerprint": self.cfg.fingerprint()},
-                   "config": self.cfg.model_dump(), **environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "status": status, "chat_template": self.template, "tasks": tasks,
-                   "training": {"steps": steps, "best": best, "max_steps": self.max_steps, "tokens": self.tokens_seen}}
-        rundir.write_json(self.run_dir / rundir.RESULTS, results)
+            tasks.update(rundir.load_results(self.run_dir / d).tasks)
+        steps = [runlog.Checkpoint(**{k: r.get(k) for k in ("step", "train_loss", "val_loss", "scores", "checkpoint",
+                                                            "eval_error") if r.get(k) is not None},
+                                   eval_runs=r.get("eval_runs") or []) for r in self.rows]
+        curve = [{"step": r["step"], "loss": r.get("train_loss"), "lr": r.get("lr")}
+                 for r in report.read_metrics(self.run_dir / "metrics.jsonl") if r.get("kind") == "train"]
+        name = f"{self.run_dir.name}@step-{best['step']}" if best else self.run_dir.name
+        results = RunResults(
+            kind="training", status=status, created=self.created, config=self.cfg.model_dump(mode="json"),
+            environment=runlog.environment(), chat_template=self.template, tasks=tasks,
+            model=runlog.ModelInfo(name=name, base=self.base.name, spec=self.cfg.model, backend=self.cfg.eval.backend,
+                                   adapter=best and best["checkpoint"], fingerprint=self.cfg.fingerprint()),
+            training=runlog.Training(steps=steps, best=runlog.Best(**best) if best else None, max_steps=self.max_steps,
+                                     tokens=self.tokens_seen, curve=curve))
+        if self.acc.is_main_process:
+            rundir.write_json(self.run_dir / rundir.RESULTS, results.to_json())
         return results
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> RunResults:
         results = self.write_results("complete")
-        best = results["training"]["best"]
+        best = results.training.best if results.training else None
         x = self.cfg.export
-        if best and (x.merged or x.gguf):
+        if best and best.checkpoint and (x.merged or x.gguf):
             from evalsuite.trainers import export
 
-            export.export(self.run_dir / best["checkpoint"], self.run_dir / "export", gguf=x.gguf)
+            export.export(self.run_dir / best.checkpoint, self.run_dir / "export", gguf=x.gguf)
         report.plot(self.run_dir)
         return results
 
 
-def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: TrainConfig, run_dir: Path) -> RunResults | None:
     """setup -> train (evaluating every N steps) -> save: the whole recipe."""
     random.seed(cfg.seed)
     recipe = Recipe(cfg, run_dir)
@@ -383,7 +392,7 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     finally:
         if recipe.engine is not None:
             recipe.engine.close()
-    return recipe.finish() if recipe.acc.is_main_process else {}
+    return recipe.finish() if recipe.acc.is_main_process else None
 
 
 def _absolute_data_dir(data_dir: str | None) -> str | None:

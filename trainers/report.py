@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evalsuite.runlog import RunResults
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -35,24 +38,24 @@ def best(rows: list[dict[str, Any]], metric: str, minimise: bool) -> dict[str, A
             "eval_runs": row.get("eval_runs")}
 
 
-def table(results: dict[str, Any]) -> Any:
-    """Rich table: step, train loss, val loss, one column per score; the best row starred."""
+def table(results: RunResults) -> Any:
+    """Rich table: step, train loss (window mean), val loss, one column per score; the best row starred."""
     from rich.table import Table
 
-    training = results.get("training", {})
-    steps = training.get("steps", [])
-    best_row = training.get("best") or {}
-    metrics = sorted({m for r in steps for m in (r.get("scores") or {})})
-    tab = Table(title=f"checkpoints (best by {best_row.get('metric', '-')}: step {best_row.get('step', '-')})",
+    training = results.training
+    steps = training.steps if training else []
+    best_row = training.best if training else None
+    metrics = sorted({m for r in steps for m in r.scores})
+    tab = Table(title=f"checkpoints (best by {best_row.metric if best_row else '-'}: step {best_row.step if best_row else '-'})",
                 title_justify="left")
-    for col in ["step", "train loss", "val loss", *metrics]:
+    for col in ["step", "train loss (window mean)", "val loss", *metrics]:
         # "ifeval/inst_level_loose_acc" -> "ifeval / inst level loose acc": headers wrap at spaces,
         # so an 80-column terminal shows whole names over several lines instead of "ifeva…"
         tab.add_column(col.replace("/", " / ").replace("_", " "), justify="right")
     for r in steps:
-        mark = " *" if r["step"] == best_row.get("step") else ""
-        cells = [_fmt(r.get("train_loss")), _fmt(r.get("val_loss"))] + [_fmt((r.get("scores") or {}).get(m)) for m in metrics]
-        tab.add_row(f"{r['step']}{mark}", *cells)
+        mark = " *" if best_row and r.step == best_row.step else ""
+        cells = [_fmt(r.train_loss), _fmt(r.val_loss)] + [_fmt(r.scores.get(m)) for m in metrics]
+        tab.add_row(f"{r.step}{mark}", *cells)
     return tab
 
 
