@@ -11,13 +11,13 @@ lm-eval's own task name with lm-eval's config and higher_is_better.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError
+from evalsuite.runlog import Metric, RunResults
 
 FORMATS = {"lm-eval": "results_lm-eval.json"}
 
@@ -32,10 +32,10 @@ def check_formats(formats: Sequence[str]) -> None:
 def export_run(run_dir: str | Path, formats: Sequence[str]) -> list[Path]:
     """Write each format's file into the run dir; returns the paths written."""
     check_formats(formats)
-    from evalsuite.rundir import RESULTS, write_json
+    from evalsuite.rundir import load_results, write_json
 
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    results = load_results(run_dir)
     written = []
     for fmt in dict.fromkeys(formats):
         path = run_dir / FORMATS[fmt]
@@ -44,56 +44,54 @@ def export_run(run_dir: str | Path, formats: Sequence[str]) -> list[Path]:
     return written
 
 
-def _metric_entries(metrics: dict[str, Any]) -> dict[str, Any]:
-    """{"acc": {"value", "stderr"}} -> {"acc,none": v, "acc_stderr,none": se} (nan stderr -> "N/A")."""
+def _metric_entries(metrics: dict[str, Metric]) -> dict[str, Any]:
+    """{"acc": Metric} -> {"acc,none": v, "acc_stderr,none": se} (nan stderr -> "N/A")."""
     out: dict[str, Any] = {}
     for key, m in metrics.items():
         name, _, filt = key.partition(",")
         filt = filt or "none"
-        se = m.get("stderr")
-        out[f"{name},{filt}"] = m.get("value")
-        out[f"{name}_stderr,{filt}"] = "N/A" if se is None or (isinstance(se, float) and math.isnan(se)) else se
+        se = m.stderr
+        out[f"{name},{filt}"] = m.value
+        out[f"{name}_stderr,{filt}"] = "N/A" if se is None or math.isnan(se) else se
     return out
 
 
-def to_lm_eval(results: dict[str, Any]) -> dict[str, Any]:
-    """evalsuite's results.json -> lm-eval's results JSON."""
+def to_lm_eval(results: RunResults) -> dict[str, Any]:
+    """evalsuite's run log -> lm-eval's results JSON."""
     out: dict[str, Any] = {key: {} for key in ("results", "group_subtasks", "configs", "versions", "n-shot",
                                                "higher_is_better", "n-samples")}
-    for name, t in results.get("tasks", {}).items():
-        bridge = t.get("lm_eval") or {}
+    for name, t in results.tasks.items():
+        bridge = getattr(t, "lm_eval", None) or {}
         task_name = bridge.get("task") or name.split(":", 1)[-1]
-        config = t.get("config", {})
-        shots = bridge.get("n_shot", config.get("num_fewshot", 0))
-        hib = bridge.get("higher_is_better") or {k.partition(",")[0]: True for k in t.get("metrics", {})}
-        out["results"][task_name] = {"alias": task_name, **_metric_entries(t.get("metrics", {}))}
-        out["configs"][task_name] = bridge.get("config") or {"task": task_name, **config}
-        out["versions"][task_name] = t.get("version")
+        shots = bridge.get("n_shot", t.config.get("num_fewshot", 0))
+        hib = bridge.get("higher_is_better") or {k.partition(",")[0]: m.higher_is_better for k, m in t.metrics.items()}
+        out["results"][task_name] = {"alias": task_name, **_metric_entries(t.metrics)}
+        out["configs"][task_name] = bridge.get("config") or {"task": task_name, **t.config}
+        out["versions"][task_name] = t.version
         out["n-shot"][task_name] = shots
         out["higher_is_better"][task_name] = hib
-        out["n-samples"][task_name] = {"original": t.get("n"), "effective": t.get("n")}
+        out["n-samples"][task_name] = {"original": t.n, "effective": t.n}
         subtasks = []
-        for group, metrics in t.get("groups", {}).items():
+        for group, metrics in t.groups.items():
             sub = group if group.startswith(f"{task_name}_") else f"{task_name}_{group}"  # lm-eval leaves: mmlu_anatomy
             subtasks.append(sub)
-            n = max((m.get("n", 0) for m in metrics.values()), default=0)
+            n = max((m.n for m in metrics.values()), default=0)
             out["results"][sub] = {"alias": group, **_metric_entries(metrics)}
-            out["versions"][sub], out["n-shot"][sub], out["higher_is_better"][sub] = t.get("version"), shots, hib
+            out["versions"][sub], out["n-shot"][sub], out["higher_is_better"][sub] = t.version, shots, hib
             out["n-samples"][sub] = {"original": n, "effective": n}
         out["group_subtasks"][task_name] = subtasks
-    model = results.get("model", {})
-    cfg = results.get("config", {})
+    model, cfg = results.model, results.config
     out["config"] = {
-        "model": model.get("backend", "evalsuite"),
-        "model_args": f"model={model.get('spec') or model.get('name')}",
-        "model_name": model.get("name"),
+        "model": model.backend or "evalsuite",
+        "model_args": f"model={model.spec or model.name}",
+        "model_name": model.name,
         "limit": cfg.get("limit"),
         "random_seed": cfg.get("seed"),
         "use_cache": cfg.get("use_cache"),
     }
-    out["git_hash"] = results.get("git_sha")
-    out["date"] = results.get("created")
-    out["model_name"] = model.get("name")
-    out["evalsuite"] = {"status": results.get("status"), "fingerprint": model.get("fingerprint"),
-                        "versions": results.get("versions", {})}
+    out["git_hash"] = results.environment.git_sha
+    out["date"] = results.created
+    out["model_name"] = model.name
+    out["evalsuite"] = {"status": results.status, "fingerprint": model.fingerprint,
+                        "versions": results.environment.versions}
     return out

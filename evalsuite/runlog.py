@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, distributions, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evalsuite.errors import UsageError
 
@@ -27,7 +27,7 @@ RunKind = Literal["eval", "training", "arena"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # a writer cannot set a wrong type
 
 
 class _Open(BaseModel):
@@ -156,13 +156,6 @@ class RunResults(_Model):
     training: Training | None = None
     arena: Arena | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _upgrade(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "schema_version" not in data:
-            return _from_legacy(data)
-        return data
-
     def state(self) -> str:
         """The status as a reader should say it: a `running` run whose writer is gone is `interrupted`."""
         if self.status == "running" and self.process is not None and self.process.alive() is False:
@@ -215,6 +208,8 @@ def parse(data: Any, source: Path) -> RunResults:
     if isinstance(data, dict) and isinstance(data.get("schema_version"), int) and data["schema_version"] > SCHEMA_VERSION:
         raise UsageError(f"{source} was written by a newer evalsuite (schema {data['schema_version']}, this one reads "
                          f"up to {SCHEMA_VERSION}): upgrade evalsuite to read it")
+    if isinstance(data, dict) and "schema_version" not in data:
+        data = _from_legacy(data)  # written before the log was typed
     try:
         return RunResults.model_validate(data)
     except ValidationError as exc:

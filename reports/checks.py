@@ -79,10 +79,9 @@ def _task_problems(task: str, base: RunLog, run: RunLog, base_label: str, label:
                    notes: list[str]) -> list[str]:
     problems = []
     base_entry, entry = base.tasks[task], run.tasks[task]
-    if entry.get("version") != base_entry.get("version"):
-        problems.append(f"task {task}: version differs ({base_label}: {base_entry.get('version')}, "
-                        f"{label}: {entry.get('version')})")
-    diff, soft = config_diff(base_entry.get("config"), entry.get("config"))
+    if entry.version != base_entry.version:
+        problems.append(f"task {task}: version differs ({base_label}: {base_entry.version}, {label}: {entry.version})")
+    diff, soft = config_diff(base_entry.config, entry.config)
     if diff:
         problems.append(f"task {task}: config differs ({base_label} vs {label}): {'; '.join(diff)}")
     if soft:
@@ -120,8 +119,10 @@ def check_runs(runs: Sequence[RunLog], labels: Sequence[str],
             if missing:
                 raise UsageError(f"{label} ({run.path}) has no results for task(s) {missing}")
     for run, label in zip(runs, labels):
-        if run.results.get("status", "complete") != "complete":
-            problems.append(f"{label} is not a complete run (status: {run.results.get('status')})")
+        state = run.results.state()
+        if state != "complete":
+            hint = " (its process is gone: it was killed)" if state != run.results.status else ""
+            problems.append(f"{label} is not a complete run (status: {state}{hint})")
     for task in tasks:
         for run, label in zip(runs[1:], labels[1:]):
             problems += _task_problems(task, base, run, labels[0], label, notes)

@@ -53,7 +53,7 @@ def _arena_runs(args: argparse.Namespace) -> list:
 
     runs = [load_run(p) for p in args.arena]
     for run in runs:
-        if not (run.results.get("arena") or {}).get("ratings"):
+        if run.results.arena is None or not run.results.arena.ratings:
             raise UsageError(f"{run.path} has no arena ratings (make one with `evalsuite arena`)")
     return runs
 
@@ -154,7 +154,7 @@ def candidate_config(args: argparse.Namespace) -> RunConfig:
     if args.candidate:
         raise UsageError("pass either --candidate RUN or --run --model M, not both")
     base = load_run(args.baseline)
-    cfg: dict[str, Any] = base.results.get("config") or {}
+    cfg: dict[str, Any] = base.results.config
     data_dir = args.data_dir
     recorded = cfg.get("data_dir")
     if data_dir is None and recorded:
@@ -184,7 +184,7 @@ def _candidate_run(args: argparse.Namespace) -> Path:
     config = candidate_config(args)
     print(f"gate --run: evaluating {args.model} on {', '.join(config.tasks)} with the baseline's configuration",
           file=sys.stderr)
-    return run_eval(config)
+    return run_eval(config).path
 
 
 def run_gate(args: argparse.Namespace) -> int:

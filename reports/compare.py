@@ -20,8 +20,9 @@ from evalsuite import stats
 from evalsuite.errors import UsageError
 from evalsuite.records import SampleRecord
 from evalsuite.reports.checks import check_runs, decontamination_lines
-from evalsuite.reports.metrics import higher_is_better, is_diagnostic
+from evalsuite.reports.metrics import is_diagnostic
 from evalsuite.rundir import RunLog, load_run
+from evalsuite.runlog import Metric
 
 
 @dataclass
@@ -88,23 +89,15 @@ class Comparison:
 
 # ---------------------------------------------------------------------------- loading and checks
 def load_runs(paths: Sequence[str | os.PathLike]) -> list[RunLog]:
+    """Each run dir (a training run reads as its best checkpoint's evaluation: see `rundir.load_run`)."""
     if len(paths) < 2:
         raise UsageError("compare needs at least two run directories: BASELINE CANDIDATE [...]")
-    return [with_trainer_samples(load_run(p)) for p in paths]
-
-
-def with_trainer_samples(run: RunLog) -> RunLog:
-    """A trainer run keeps its samples in the best checkpoint's eval run: read them from there."""
-    best = (run.results.get("training") or {}).get("best") or {}
-    eval_run = best.get("eval_run")
-    if not run.records and eval_run and (run.path / eval_run / "results.json").is_file():
-        run.records = load_run(run.path / eval_run).records
-    return run
+    return [load_run(p) for p in paths]
 
 
 def run_labels(runs: Sequence[RunLog]) -> list[str]:
     """Short unique names: the model name, or the directory name when models repeat."""
-    names = [str(r.results.get("model", {}).get("name") or r.path.name) for r in runs]
+    names = [r.name for r in runs]
     if len(set(names)) < len(names):
         names = [r.path.name for r in runs]
     if len(set(names)) < len(names):
@@ -126,25 +119,26 @@ def _values(records: list[SampleRecord], metric: str) -> dict[str, float]:
     return out
 
 
-def _estimate(stored: dict[str, Any] | None, values: dict[str, float]) -> stats.Estimate | None:
+def _estimate(stored: Metric | None, values: dict[str, float]) -> stats.Estimate | None:
     """The run's score with its CI: from the per-sample values when they give the stored mean."""
     if values:
         est = stats.score_ci(list(values.values()))
-        if stored is None or stored.get("value") is None or math.isclose(est.value, stored["value"], abs_tol=1e-9):
+        if stored is None or stored.value is None or math.isclose(est.value, stored.value, abs_tol=1e-9):
             return est
-    if stored is None or stored.get("value") is None:
+    if stored is None or stored.value is None:
         return None
-    value = float(stored["value"])
-    lo, hi = stats.normal_ci(value, stored.get("stderr") if stored.get("stderr") is not None else math.nan)
-    return stats.Estimate(value, lo, hi, int(stored.get("n") or 0), "normal")
+    lo, hi = stats.normal_ci(stored.value, stored.stderr if stored.stderr is not None else math.nan)
+    return stats.Estimate(stored.value, lo, hi, stored.n, "normal")
 
 
 def group_key(run: RunLog, task: str) -> str | None:
     """The metadata key behind results.json's per-group metrics: stored, or the key whose values match."""
-    entry = run.tasks.get(task, {})
-    if entry.get("group_by"):
-        return str(entry["group_by"])
-    groups = set(entry.get("groups") or {})
+    entry = run.tasks.get(task)
+    if entry is None:
+        return None
+    if entry.group_by:
+        return entry.group_by
+    groups = set(entry.groups)
     if not groups:
         return None
     records = run.records_for(task)
@@ -159,9 +153,11 @@ def _rows_for(runs: Sequence[RunLog], task: str, group: str | None, per_run: lis
               n_boot: int, seed: int) -> list[MetricRow]:
     """Rows of one task (or one of its groups) given each run's records of it."""
 
-    def stored_metrics(run: RunLog) -> dict[str, Any]:
-        entry = run.tasks.get(task, {})
-        return (entry.get("groups") or {}).get(group, {}) if group is not None else entry.get("metrics", {})
+    def stored_metrics(run: RunLog) -> dict[str, Metric]:
+        entry = run.tasks.get(task)
+        if entry is None:
+            return {}
+        return entry.groups.get(group, {}) if group is not None else entry.metrics
 
     metrics = list(dict.fromkeys(m for run in runs for m in stored_metrics(run)))
     rows = []
@@ -178,9 +174,9 @@ def _rows_for(runs: Sequence[RunLog], task: str, group: str | None, per_run: lis
                                                n_boot=n_boot, seed=seed))
             else:
                 tests.append(None)  # an aggregate-only metric (no per-sample values): no paired test
-        entry = runs[0].tasks.get(task, {})
+        declared = next((m for run in runs if (m := stored_metrics(run).get(metric)) is not None), None)
         seen = [v for vals in values for v in vals.values()] or [e.value for e in estimates if e is not None]
-        rows.append(MetricRow(task, metric, group, estimates, tests, higher_is_better(metric, entry),
+        rows.append(MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
                               is_diagnostic(metric), all(0.0 <= v <= 1.0 for v in seen)))
     return rows
 
@@ -263,7 +259,7 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
         per_run = [b.get(task, []) for b in by_task]
         task_rows = _rows_for(runs, task, None, per_run, n_boot, seed)
         key = group_key(runs[0], task)
-        groups = sorted(runs[0].tasks[task].get("groups") or {}) if key else []
+        groups = sorted(runs[0].tasks[task].groups) if key else []
         if groups:
             split = [_by_group(recs, key) for recs in per_run]  # type: ignore[arg-type]
             for group in groups:

@@ -50,16 +50,18 @@ def metadata_rows(runs: list[RunLog]) -> list[dict[str, Any]]:
     """(field, one value per run, differs?) for model, config, versions and provenance."""
     def flat(run: RunLog) -> dict[str, str]:
         res = run.results
-        out = {"run directory": str(run.path), "created": str(res.get("created", "")),
-               "status": str(res.get("status", "")), "git sha": str(res.get("git_sha") or "")}
-        for section in ("model", "config", "versions"):
-            for key, value in (res.get(section) or {}).items():
+        out = {"run directory": str(run.path), "created": res.created, "status": res.state(),
+               "git sha": res.environment.git_sha or ""}
+        sections = {"model": res.model.model_dump(), "config": res.config, "versions": res.environment.versions,
+                    "plugins": res.environment.plugins}
+        for section, values in sections.items():
+            for key, value in values.items():
                 if value in (None, "", [], {}):
                     continue
                 out[f"{section}.{key}"] = value if isinstance(value, str) else json.dumps(value, default=str)
-        for task, entry in res.get("tasks", {}).items():
-            out[f"task {task} version"] = str(entry.get("version", ""))
-            out[f"task {task} n / errors"] = f"{entry.get('n', '')} / {entry.get('errors', 0)}"
+        for task, entry in res.tasks.items():
+            out[f"task {task} version"] = entry.version
+            out[f"task {task} n / errors / missing"] = f"{entry.n} / {entry.errors} / {len(entry.missing)}"
         return out
 
     flats = [flat(r) for r in runs]
@@ -92,7 +94,7 @@ def is_judge_metric(comp: Comparison, task: str, metric: str) -> bool:
     """A judge task's headline metric: a win rate, or the judge's score of a task whose config names a judge."""
     if metric in WIN_METRICS or metric.endswith("_win_rate"):
         return True
-    judged = any(((run.tasks.get(task) or {}).get("config") or {}).get("judge") for run in comp.runs)
+    judged = any(entry.config.get("judge") for run in comp.runs if (entry := run.tasks.get(task)) is not None)
     return metric in JUDGE_SCORE_METRICS and judged
 
 
@@ -117,41 +119,37 @@ def changed_rows(comp: Comparison) -> list[dict[str, Any]]:
             for c in comp.changed[:MAX_CHANGED]]
 
 
-def training_of(run: RunLog) -> dict[str, Any] | None:
-    """results.json's "training" section, or a checkpoints.json list of steps next to it."""
-    training = run.results.get("training")
-    if training is None and (run.path / "checkpoints.json").is_file():
-        data = json.loads((run.path / "checkpoints.json").read_text(encoding="utf-8"))
-        training = data if isinstance(data, dict) else {"steps": data}
-    return training if training and training.get("steps") else None
-
-
 def training_sections(comp: Comparison) -> list[dict[str, Any]]:
-    """Per trainer run: a loss chart and a score chart over checkpoints, best step marked."""
+    """Per trainer run: a loss chart (per logged step and per checkpoint) and a score chart, best step marked."""
     out = []
     for label, run in zip(comp.labels, comp.runs):
-        training = training_of(run)
-        if not training:
+        training = run.results.training
+        if training is None or not training.steps:
             continue
-        steps = sorted(training["steps"], key=lambda s: s.get("step", 0))
-        xs = [float(s.get("step", i)) for i, s in enumerate(steps)]
-        best = training.get("best") or {}
-        best = {"step": best.get("step"), "metric": best.get("metric")}
-        best_x = float(best["step"]) if best.get("step") is not None else None
-        losses = {k: (xs, [s.get(k) for s in steps]) for k in ("train_loss", "val_loss", "eval_loss")
-                  if any(s.get(k) is not None for s in steps)}
-        names = list(dict.fromkeys(k for s in steps for k in (s.get("scores") or {})))
-        scores = {k: (xs, [(s.get("scores") or {}).get(k) for s in steps]) for k in names}
+        steps = sorted(training.steps, key=lambda s: s.step)
+        xs = [float(s.step) for s in steps]
+        best = {"step": training.best.step, "metric": training.best.metric} if training.best else {"step": None, "metric": None}
+        best_x = float(best["step"]) if best["step"] is not None else None
+        losses: dict[str, tuple[list[float], list[Any]]] = {}
+        curve = [c for c in training.curve if c.get("loss") is not None]
+        if curve:
+            losses["train_loss (per step)"] = ([float(c["step"]) for c in curve], [c["loss"] for c in curve])
+        for key in ("train_loss", "val_loss"):
+            if any(getattr(s, key) is not None for s in steps):
+                losses[key] = (xs, [getattr(s, key) for s in steps])
+        names = list(dict.fromkeys(k for s in steps for k in s.scores))
+        scores = {k: (xs, [s.scores.get(k) for s in steps]) for k in names}
         charts = []
         if losses:
             charts.append(plots.lines(f"{label}: loss", "step", losses, best_x))
         if scores:
             charts.append(plots.lines(f"{label}: scores per checkpoint", "step", scores, best_x))
-        table = [{"step": s.get("step"), "best": s.get("step") == best.get("step"),
-                  "values": [_num(s.get(k)) for k in losses] + [_num((s.get("scores") or {}).get(k)) for k in names]}
+        columns = ["train_loss", "val_loss"]
+        table = [{"step": s.step, "best": s.step == best["step"],
+                  "values": [_num(getattr(s, k)) for k in columns] + [_num(s.scores.get(k)) for k in names]}
                  for s in steps]
-        out.append({"label": label, "charts": charts, "columns": list(losses) + names, "table": table,
-                    "best": best})
+        out.append({"label": label, "charts": charts, "columns": ["train_loss (window mean)", "val_loss"] + names,
+                    "table": table, "best": best})
     return out
 
 
@@ -160,13 +158,13 @@ def arena_sections(comp: Comparison, arena_runs: Sequence[RunLog] = ()) -> list[
     out = []
     named = list(zip(comp.labels, comp.runs)) + [(run.path.name, run) for run in arena_runs]
     for label, run in named:
-        arena = run.results.get("arena")
-        if not arena or not arena.get("ratings"):
+        arena = run.results.arena
+        if arena is None or not arena.ratings:
             continue
-        ratings = arena["ratings"]
-        names = sorted(ratings, key=lambda m: -float(ratings[m].get("rating", 0)))
-        vals = [(float(ratings[m]["rating"]), ratings[m].get("lo"), ratings[m].get("hi")) for m in names]
-        matrix = arena.get("win_matrix") or {}
+        ratings = arena.ratings
+        names = sorted(ratings, key=lambda m: -ratings[m].rating)
+        vals = [(ratings[m].rating, ratings[m].lo, ratings[m].hi) for m in names]
+        matrix = arena.win_matrix
         out.append({"label": label, "svg": plots.ratings(names, vals),
                     "ratings": [{"model": m, "rating": _num(v, 1), "lo": _num(lo, 1), "hi": _num(hi, 1)}
                                 for m, (v, lo, hi) in zip(names, vals)],

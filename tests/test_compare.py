@@ -11,6 +11,7 @@ from evalsuite import stats
 from evalsuite.cli import main
 from evalsuite.errors import UsageError
 from evalsuite.reports.compare import compare, load_runs
+from evalsuite.rundir import load_run
 from evalsuite.reports.markdown import render_markdown
 from tests.fixtures_runs import SynthTask, binary, flip, write_run
 
@@ -123,8 +124,8 @@ def test_version_and_task_mismatch_refused(tmp_path: Path) -> None:
         compare(load_runs([pa, pb]), tasks=["t"])
     with pytest.raises(UsageError, match=r"has no results for task\(s\) \['u'\]"):
         compare(load_runs([pa, pb]), tasks=["u"])
-    partial = write_run(tmp_path / "p", {"t": SynthTask({"acc": a})}, status="partial")
-    with pytest.raises(UsageError, match=r"is not a complete run \(status: partial\)"):
+    partial = write_run(tmp_path / "p", {"t": SynthTask({"acc": a})}, status="interrupted")
+    with pytest.raises(UsageError, match=r"is not a complete run \(status: interrupted\)"):
         compare(load_runs([pa, partial]), tasks=["t"])
 
 
@@ -140,20 +141,60 @@ def test_three_runs_and_aggregate_only_metric(tmp_path: Path) -> None:
 
 
 def test_trainer_run_reads_its_best_checkpoint_samples(tmp_path: Path) -> None:
-    """A trainer run dir has no samples.jsonl: its samples are in the best checkpoint's eval run."""
-    import json
+    """A trainer run dir has no samples.jsonl: `load_run` reads the best checkpoint's eval runs.
+
+    Catches: compare reading a key the trainer does not write (it wrote `eval_runs`, compare read
+    `eval_run`, and `compare BASE TRAIN_RUN` failed with "sample sets differ")."""
+    from evalsuite import rundir, runlog
 
     a = binary(60, 0.5, seed=1)
     base = write_run(tmp_path / "base", {"t": SynthTask({"acc": a})})
     train = tmp_path / "train"
-    write_run(train / "evals" / "step-200", {"t": SynthTask({"acc": flip(a, 2, 9, seed=3)})}, model="sft")
-    results = json.loads((train / "evals" / "step-200" / "results.json").read_text())
-    results["training"] = {"steps": [{"step": 200, "train_loss": 1.0, "val_loss": 1.1, "scores": {"t/acc": 0.6},
-                                      "eval_run": "evals/step-200"}],
-                           "best": {"step": 200, "metric": "t/acc", "eval_run": "evals/step-200"}}
-    (train / "results.json").write_text(json.dumps(results))
+    write_run(train / "evals" / "step-200" / "t", {"t": SynthTask({"acc": flip(a, 2, 9, seed=3)})}, model="sft")
+    sections = rundir.load_results(train / "evals" / "step-200" / "t").tasks
+    runs = ["evals/step-200/t"]
+    results = runlog.RunResults(kind="training", model=runlog.ModelInfo(name="train@step-200"), tasks=sections,
+                                training=runlog.Training(
+                                    steps=[runlog.Checkpoint(step=200, train_loss=1.0, scores={"t/acc": 0.6}, eval_runs=runs)],
+                                    best=runlog.Best(step=200, metric="t/acc", value=0.6, eval_runs=runs)))
+    rundir.RunWriter(train, results).finish("complete")
     test = compare(load_runs([base, train])).find("t", "acc").tests[1]
     assert (test.a_only, test.b_only) == (2, 9)
+    assert list(load_run(train).checkpoints()["step"]) == [200]
+
+
+def test_legacy_results_json_still_loads(tmp_path: Path) -> None:
+    """results.json as the untyped writers wrote it (no schema_version, top-level versions, a trainer's
+    `best.eval_runs`) loads through the typed log; a newer schema or a wrong shape is one line naming the file."""
+    import json
+
+    from evalsuite import rundir
+
+    a = binary(40, 0.5, seed=1)
+    base = write_run(tmp_path / "base", {"t": SynthTask({"acc": a})})
+    train = tmp_path / "train"
+    write_run(train / "evals" / "step-30", {"t": SynthTask({"acc": flip(a, 1, 4, seed=2)})}, model="sft")
+    legacy = {"model": {"name": "SmolLM2", "backend": "hf"}, "config": {}, "versions": {"python": "3.11"},
+              "git_sha": None, "platform": "Linux", "created": "2026-11-29T10:00:00+0000", "status": "complete",
+              "chat_template": "{{ x }}",
+              "tasks": {"t": {"version": "1", "n": 40, "group_by": None, "config": {"num_fewshot": 0}, "errors": 0,
+                              "metrics": {"acc": {"value": sum(flip(a, 1, 4, seed=2)) / 40, "stderr": 0.07, "n": 40},
+                                          "judge_error": {"value": 0.0, "stderr": 0.0, "n": 40}}}},
+              "training": {"steps": [{"step": 30, "train_loss": 1.2, "val_loss": None, "scores": {"t/acc": 0.5},
+                                      "checkpoint": "checkpoints/step-30", "eval_runs": ["evals/step-30"]}],
+                           "best": {"step": 30, "metric": "t/acc", "value": 0.5, "checkpoint": "checkpoints/step-30",
+                                    "eval_runs": ["evals/step-30"]}, "max_steps": 30, "tokens": 1000}}
+    (train / "results.json").write_text(json.dumps(legacy))
+    run = load_run(train)
+    assert run.results.kind == "training" and run.results.environment.versions == {"python": "3.11"}
+    assert run.tasks["t"].metrics["judge_error"].higher_is_better is False  # old runs: the old name rule
+    assert compare(load_runs([base, train]), allow_mismatch=True).find("t", "acc").tests[1].b_only >= 1
+    (train / "results.json").write_text(json.dumps({**legacy, "schema_version": 99}))
+    with pytest.raises(UsageError, match="newer evalsuite"):
+        rundir.load_results(train)
+    (train / "results.json").write_text(json.dumps({"schema_version": 2, "tasks": {"t": {"metrics": {"acc": 3}}}}))
+    with pytest.raises(UsageError, match=r"results.json is not an evalsuite results file \(tasks.t.metrics.acc"):
+        rundir.load_results(train)
 
 
 def test_cli_table_markdown_and_errors(pair: tuple, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -27,20 +27,24 @@ def _run(model: Path, data_dir: Path, out: Path, **kw) -> Path:
 
 
 def test_run_writes_complete_run_dir(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    run = load_run(_run(tiny_model_dir, data_dir, tmp_path / "runs", task_args={}))
-    assert run.results["status"] == "complete"
-    assert run.results["model"]["fingerprint"]
-    assert "torch" in run.results["versions"]
+    returned = _run(tiny_model_dir, data_dir, tmp_path / "runs", task_args={})
+    run = load_run(returned)
+    assert returned.results == run.results, "run_eval returns the typed log it wrote"
+    assert run.results.status == "complete" and run.results.kind == "eval"
+    assert run.results.model.fingerprint
+    assert "torch" in run.results.environment.versions and "evalsuite" in run.results.environment.plugins
+    assert run.results.process is not None and run.results.process.alive() is True  # this very process
     gsm, mmlu = run.tasks["gsm8k"], run.tasks["mmlu"]
-    assert gsm["n"] == 6 and mmlu["n"] == 6
-    assert set(gsm["metrics"]) == {"exact_match_strict", "exact_match_flexible"}
-    assert {"acc", "acc_macro"} <= set(mmlu["metrics"]) and set(mmlu["groups"]) == {"anatomy", "astronomy"}
-    assert mmlu["timing"]["requests"] == 24
+    assert gsm.n == 6 and mmlu.n == 6
+    assert set(gsm.metrics) == {"exact_match_strict", "exact_match_flexible"}
+    assert {"acc", "acc_macro"} <= set(mmlu.metrics) and set(mmlu.groups) == {"anatomy", "astronomy"}
+    assert all(m.higher_is_better for m in mmlu.metrics.values())
+    assert mmlu.timing["requests"] == 24
     records = run.records_for("mmlu")
     assert len(records) == 6 and all(len(r.outputs) == 4 and r.score.answer in "ABCD" for r in records)
     # the mean in results.json is the mean of the per-sample scores on disk
     acc = sum(r.score.values["acc"] for r in records) / len(records)
-    assert mmlu["metrics"]["acc"]["value"] == pytest.approx(acc)
+    assert mmlu.metrics["acc"].value == pytest.approx(acc)
     df = run.to_dataframe()
     assert len(df) == 12 and "score.acc" in df.columns
 
@@ -82,15 +86,15 @@ def test_score_outputs_file_and_rescore_run_dir(data_dir: Path, tmp_path: Path) 
     outputs = tmp_path / "outs.jsonl"
     answers = ["The answer is 1.\n#### 1", "I think 3", "#### 99", "nothing"]
     outputs.write_text("".join(json.dumps({"id": str(i), "output": a}) + "\n" for i, a in enumerate(answers)))
-    cfg = RunConfig(tasks=["gsm8k"], data_dir=str(data_dir), output_dir=str(tmp_path / "runs"))
+    cfg = RunConfig(tasks=["gsm8k"], data_dir=str(data_dir), output_dir=str(tmp_path / "runs"), limit=4)
     run = load_run(score_outputs(cfg, outputs=str(outputs)))
-    m = run.tasks["gsm8k"]["metrics"]
-    assert run.tasks["gsm8k"]["n"] == 4
-    assert m["exact_match_strict"]["value"] == pytest.approx(1 / 4)  # only "#### 1" is strict-correct
-    assert m["exact_match_flexible"]["value"] == pytest.approx(2 / 4)  # "1." and "3"
+    m = run.tasks["gsm8k"].metrics
+    assert run.tasks["gsm8k"].n == 4
+    assert m["exact_match_strict"].value == pytest.approx(1 / 4)  # only "#### 1" is strict-correct
+    assert m["exact_match_flexible"].value == pytest.approx(2 / 4)  # "1." and "3"
     # re-scoring that run dir needs no data dir and gives the same numbers
     again = load_run(score_outputs(RunConfig(tasks=["gsm8k"], output_dir=str(tmp_path / "re")), run_dir=str(run.path)))
-    assert again.tasks["gsm8k"]["metrics"] == m
+    assert again.tasks["gsm8k"].metrics == m
     assert [r.score.values for r in again.records] == [r.score.values for r in run.records]
 
 
@@ -124,5 +128,65 @@ def test_backend_errors_are_recorded_not_scored(data_dir: Path, tmp_path: Path) 
     cfg = RunConfig(tasks=["gsm8k"], model="flaky", data_dir=str(data_dir), output_dir=str(tmp_path / "r"))
     run = load_run(run_eval(cfg, backend=FlakyBackend()))
     task = run.tasks["gsm8k"]
-    assert task["errors"] == 3 and task["metrics"]["exact_match_strict"]["n"] == 3
+    assert task.errors == 3 and task.metrics["exact_match_strict"].n == 3
     assert sum(r.error == "HTTP 500" for r in run.records) == 3
+
+
+def test_score_outputs_counts_missing_and_refuses_duplicates(data_dir: Path, tmp_path: Path) -> None:
+    """`score --outputs`: ids without output fail the command unless --allow-missing, and are then recorded
+    and shown; two answers for one id are refused (the score would depend on line order).
+
+    Catches: missing samples silently dropped (2 of 1,319 scored as "gsm8k"), duplicates scored first-wins."""
+    from evalsuite.errors import UsageError
+
+    outputs = tmp_path / "outs.jsonl"
+    outputs.write_text("".join(json.dumps({"id": str(i), "output": "#### 1"}) + "\n" for i in (0, 1)))
+    cfg = RunConfig(tasks=["gsm8k"], data_dir=str(data_dir), output_dir=str(tmp_path / "runs"))
+    with pytest.raises(UsageError, match=r"4 sample\(s\) of task 'gsm8k' have no output \(2, 3, 4, 5\).*--allow-missing"):
+        score_outputs(cfg, outputs=str(outputs))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "no run dir for bad input"
+    cfg.allow_missing = True
+    run = score_outputs(cfg, outputs=str(outputs))
+    assert run.tasks["gsm8k"].missing == ["2", "3", "4", "5"] and run.tasks["gsm8k"].n == 2
+    assert load_run(run).tasks["gsm8k"].missing == ["2", "3", "4", "5"]
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text("".join(json.dumps({"id": i, "output": o}) + "\n" for i, o in (("0", "#### 1"), ("0", "#### 2"))))
+    with pytest.raises(UsageError, match=r"1 sample id\(s\) of task 'gsm8k' have more outputs than --samples-per-task 1 \(0\)"):
+        score_outputs(cfg, outputs=str(doubled))
+    array = tmp_path / "array.jsonl"
+    array.write_text('{"id": "0", "output": "#### 1"}\n["0", "x"]\n')
+    with pytest.raises(UsageError, match=r"array.jsonl:2: expected a JSON object"):
+        score_outputs(cfg, outputs=str(array))
+    not_text = tmp_path / "not_text.jsonl"
+    not_text.write_text('{"id": "0", "output": 7}\n')
+    with pytest.raises(UsageError, match=r"the output for id '0' is not a string"):
+        score_outputs(cfg, outputs=str(not_text))
+
+
+def test_data_dir_from_the_environment_is_recorded(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """results.json records the data dir a run used, also when it came from EVALSUITE_DATA_DIR (it was null)."""
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", str(data_dir))
+    outputs = tmp_path / "outs.jsonl"
+    outputs.write_text("".join(json.dumps({"id": str(i), "output": "#### 1"}) + "\n" for i in range(6)))
+    run = score_outputs(RunConfig(tasks=["gsm8k"], output_dir=str(tmp_path / "runs")), outputs=str(outputs))
+    assert load_run(run).results.config["data_dir"] == str(data_dir.resolve())
+
+
+def test_a_killed_run_reads_as_interrupted(data_dir: Path, tmp_path: Path) -> None:
+    """A run whose writer died reads as `interrupted` (pid + host in results.json), not `running` forever."""
+    import subprocess
+
+    from evalsuite import runlog
+    from evalsuite.runlog import Process
+
+    outputs = tmp_path / "outs.jsonl"
+    outputs.write_text("".join(json.dumps({"id": str(i), "output": "#### 1"}) + "\n" for i in range(6)))
+    run = score_outputs(RunConfig(tasks=["gsm8k"], data_dir=str(data_dir), output_dir=str(tmp_path / "runs")),
+                        outputs=str(outputs))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    results = run.results.model_copy(update={"status": "running", "process": Process(
+        pid=dead.pid, host=runlog.this_process().host, started=0.0)})
+    assert results.state() == "interrupted"
+    live = results.model_copy(update={"process": runlog.this_process()})
+    assert live.state() == "running"
