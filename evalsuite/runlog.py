@@ -23,7 +23,7 @@ from evalsuite.errors import UsageError
 
 SCHEMA_VERSION = 2
 Status = Literal["running", "complete", "interrupted", "failed"]
-RunKind = Literal["eval", "training", "arena"]
+RunKind = Literal["eval", "training", "arena", "human"]
 
 
 class _Model(BaseModel):
@@ -139,6 +139,15 @@ class Arena(_Open):
     battles: int = 0
 
 
+class Human(_Open):
+    """Human judgments exported from an annotation project (`evalsuite annotate export`)."""
+
+    project: str | None = None
+    mode: str | None = None  # pairwise | likert | ranking
+    annotators: list[str] = Field(default_factory=list)
+    judgments: int = 0
+
+
 class RunResults(_Model):
     """results.json."""
 
@@ -155,6 +164,7 @@ class RunResults(_Model):
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
     training: Training | None = None
     arena: Arena | None = None
+    human: Human | None = None
 
     def state(self) -> str:
         """The status as a reader should say it: a `running` run whose writer is gone is `interrupted`."""

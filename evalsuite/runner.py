@@ -282,7 +282,7 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
             raise UsageError(f"{run_dir} has no samples for task(s) {absent}")
     else:
         path = Path(outputs)  # type: ignore[arg-type]
-        rows = _read_jsonl(path)
+        rows = _read_rows(path)
         model_info = ModelInfo(name=path.name, backend="outputs-file", outputs=str(path.resolve()))
         stored = {}
         for name, task in tasks.items():
@@ -348,9 +348,18 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
     return log
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Outputs made elsewhere: JSONL objects, or a CSV with a header row (e.g. published model answers)."""
     if not path.is_file():
         raise UsageError(f"outputs file not found: {path}")
+    if path.suffix.lower() == ".csv":
+        import csv
+
+        try:
+            with path.open(encoding="utf-8", newline="") as f:
+                return [dict(row) for row in csv.DictReader(f)]
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path} is not a readable CSV file: {exc}") from exc
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
