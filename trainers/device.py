@@ -60,9 +60,20 @@ def preflight(cfg: Any) -> Placement:
         raise UsageError(problem)
     if cfg.export.gguf:
         check_gguf_architecture(cfg.model)
+    check_local_data(cfg)
     if where.bf16 and not where.cuda:
         console.print("[yellow]bf16 autocast on CPU: usually slower than fp32 here[/yellow]")
     return where
+
+
+def check_local_data(cfg: Any) -> None:
+    """Read every local training file once now: a missing or malformed one fails before a model loads
+    and before a run directory exists (hub datasets are left to the loader: they need the network)."""
+    from evalsuite.trainers.data import load_dataset_spec
+
+    for spec in cfg.data.datasets:
+        if spec.path and not spec.hub:
+            load_dataset_spec(spec)
 
 
 def check_gguf_architecture(model: str) -> None:

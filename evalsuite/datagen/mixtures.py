@@ -41,7 +41,12 @@ def parse_source(text: str) -> Source:
     if not sep:
         name, rest = "", text
     path, colon, weight = rest.rpartition(":")
-    if not colon or not _is_number(weight):
+    if colon and not _is_number(weight):
+        if not Path(rest).exists() and Path(path).exists():  # `file.jsonl:abc`: a weight that is not a number
+            raise UsageError(f"bad --source '{text}': the weight '{weight}' is not a number "
+                             "(expected [name=]path[:weight], e.g. a=data.jsonl:0.5)")
+        path, weight = rest, "1"
+    elif not colon:
         path, weight = rest, "1"
     w = float(weight)
     if not path or w <= 0:
