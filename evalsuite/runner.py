@@ -8,13 +8,13 @@ or an earlier run, so re-scoring never calls a model.
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite import outputs as outputs_file
 from evalsuite import registry, rundir, runlog
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, UsageError
@@ -282,12 +282,12 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
             raise UsageError(f"{run_dir} has no samples for task(s) {absent}")
     else:
         path = Path(outputs)  # type: ignore[arg-type]
-        rows = _read_rows(path)
+        rows = outputs_file.read_rows(path)
         model_info = ModelInfo(name=path.name, backend="outputs-file", outputs=str(path.resolve()))
         stored = {}
         for name, task in tasks.items():
-            stored[name], missing[name] = _records_from_outputs(name, task, rows, ctx, path)
-        _check_missing(missing, cfg, path)
+            stored[name], missing[name] = outputs_file.records_from_outputs(name, task, rows, ctx, path)
+        outputs_file.check_missing(missing, cfg.allow_missing, path)
     # the run dir is made only once the inputs are known to be good: bad input leaves no empty run behind
     out = rundir.new_run_dir(cfg.output_dir, Path(outputs or run_dir).stem, cfg.tasks)  # type: ignore[arg-type]
     cache = _cache(cfg)
@@ -297,20 +297,6 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
         raise AssertionError("score mode never calls a model")  # pragma: no cover
 
     return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close, missing=missing)
-
-
-def _check_missing(missing: dict[str, list[str]], cfg: RunConfig, path: Path) -> None:
-    """Samples without an output are counted and recorded; they fail the command unless --allow-missing."""
-    from rich.markup import escape
-
-    for name, ids in missing.items():
-        if not ids:
-            continue
-        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        line = f"{path}: {len(ids)} sample(s) of task '{name}' have no output ({shown})"
-        if not cfg.allow_missing:
-            raise UsageError(line + "; pass --allow-missing to score the rest (they are recorded as missing)")
-        console.print(f"[yellow]warning:[/yellow] {escape(line)}; recorded as missing in results.json")
 
 
 def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: ModelInfo,
@@ -346,57 +332,3 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
             cleanup()
     console.print(score_table(log.results, title=f"{model_info.name}  →  {out}"))
     return log
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Outputs made elsewhere: JSONL objects, or a CSV with a header row (e.g. published model answers)."""
-    if not path.is_file():
-        raise UsageError(f"outputs file not found: {path}")
-    if path.suffix.lower() == ".csv":
-        import csv
-
-        try:
-            with path.open(encoding="utf-8", newline="") as f:
-                return [dict(row) for row in csv.DictReader(f)]
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path} is not a readable CSV file: {exc}") from exc
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UsageError(f"{path}:{n} is not valid JSON: {exc.msg}") from exc
-                if not isinstance(row, dict):
-                    raise UsageError(f"{path}:{n}: expected a JSON object like {{\"id\": ..., \"output\": ...}}, "
-                                     f"got a JSON {type(row).__name__}")
-                rows.append(row)
-    return rows
-
-
-def _records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx: TaskContext,
-                          path: Path) -> tuple[list[SampleRecord], list[str]]:
-    """One record per sample that has an output, and the ids of those that have none."""
-    from rich.markup import escape
-
-    every = task.load(ctx)
-    samples = every[: ctx.limit] if ctx.limit else every
-    texts = task.parse_outputs(rows)
-    per_prompt = max(1, ctx.samples_per_task)
-    doubled = sorted(sid for sid, t in texts.items() if len(t) > per_prompt)
-    if doubled:
-        shown = ", ".join(doubled[:5]) + (f" and {len(doubled) - 5} more" if len(doubled) > 5 else "")
-        raise UsageError(f"{path}: {len(doubled)} sample id(s) of task '{name}' have more outputs than "
-                         f"--samples-per-task {per_prompt} ({shown}); keep one line per id, or pass --samples-per-task")
-    for sid, t in texts.items():
-        if not all(isinstance(x, str) for x in t):
-            raise UsageError(f"{path}: the output for id {sid!r} is not a string (got {type(t[0]).__name__})")
-    records = [SampleRecord(name, s, task.requests(s), [Output(texts=texts[s.id])]) for s in samples if s.id in texts]
-    if not records:
-        raise UsageError(f"{path}: no line matches a sample id of task '{name}' "
-                         f"(its ids look like {', '.join(s.id for s in samples[:2])})")
-    unknown = set(texts) - {s.id for s in every}
-    if unknown:
-        console.print(f"[yellow]warning:[/yellow] {len(unknown)} output ids are not samples of '{name}' (e.g. {escape(str(sorted(unknown)[:3]))})")
-    return records, [s.id for s in samples if s.id not in texts]
