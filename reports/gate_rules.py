@@ -76,10 +76,6 @@ class Rule:
         """A rule for whole tasks (every metric, no group): it sets the per-task checks' limits too."""
         return self.metric == "*" and self.group is None
 
-    @property
-    def literal(self) -> bool:
-        return not WILDCARDS & set(self.task + self.metric + (self.group or ""))
-
 
 def targets(comparison: Comparison) -> list[Target]:
     """Every task/metric/group that either run recorded (also tasks that only one run has)."""
@@ -124,17 +120,19 @@ class Rules:
                 continue
             what = f"gate rules: rules[{i}] (task {rule.task!r}, metric {rule.metric!r}" + (
                 f", group {rule.group!r})" if rule.group is not None else ")")
-            if not hit_tasks:
+            if not hit_tasks:  # literal: the part that matched nothing names one thing, so it is a typo
+                literal = not WILDCARDS & set(rule.task)
                 message = f"{what} matches no task of these runs; they have: {', '.join(tasks) or '-'}"
             else:
+                literal = not WILDCARDS & set(rule.metric + (rule.group or ""))
                 kind = "metric" if rule.group is None else "group metric"
                 metrics = sorted({t.metric for t in found if t.task in hit_tasks and (t.group is None) == (rule.group is None)})
                 message = (f"{what} matches no {kind} of task(s) {', '.join(hit_tasks)}; "
                            f"they have: {', '.join(metrics) or '-'}")
-            if rule.optional and not rule.literal:
+            if rule.optional and not literal:
                 warnings.append(message + " (optional)")
             else:
-                fix = ("fix the name" if rule.literal
+                fix = ("fix the name" if literal
                        else "fix the pattern, or mark the rule `optional: true` if it is meant to match nothing here")
                 errors.append(f"{message}: {fix}")
         return errors, warnings
