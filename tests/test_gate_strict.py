@@ -172,3 +172,21 @@ def test_detectable_drop_of_the_paired_tests(tmp_path: Path) -> None:
     f = write_run(tmp_path / "f", {"mt": SynthTask({"score": [s - 0.5 * (i % 2) for i, s in enumerate(scores)]})}, model="f")
     (line,) = _gate(e, f).notes
     assert line.startswith("mt: with n=200 a drop under ") and " in score " in line and "pts" not in line
+
+
+def test_cli_prints_the_detectable_drop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`evalsuite gate` shows each task's detectable drop on one line, so a tiny eval is not read as a safe one."""
+    small = binary(20, 0.6, seed=1)
+    a = write_run(tmp_path / "a", {"qa": SynthTask({"acc": small})}, model="a")
+    b = write_run(tmp_path / "b", {"qa": SynthTask({"acc": flip(small, 2, 1, seed=1)})}, model="b")
+    assert main(["gate", "--baseline", str(a), "--candidate", str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "qa: with n=20 a drop under 30.0 pts in acc cannot be told from noise (alpha=0.05, 80% power)" in out
+
+
+def test_cli_tasks_flag_limits_what_the_candidate_must_have(tmp_path: Path) -> None:
+    """`gate --tasks qa` (e.g. with `--run`): the baseline's other tasks are not required of the candidate."""
+    a = write_run(tmp_path / "a", {"qa": SynthTask({"acc": BASE}), "arc_easy": SynthTask({"acc": BASE})}, model="a")
+    b = write_run(tmp_path / "b", {"qa": SynthTask({"acc": BASE})}, model="b")
+    assert main(["gate", "--baseline", str(a), "--candidate", str(b), "--tasks", "qa"]) == 0
+    assert main(["gate", "--baseline", str(a), "--candidate", str(b), "--allow-mismatch"]) == 1
