@@ -190,23 +190,22 @@ def _judge_errors(comparison: Comparison, task: str, rules: Rules, i: int) -> Ch
     row = comparison.find(task, JUDGE_ERROR)
     rule = (rules.for_row(row) if row is not None else None) or rules.for_task(task)
     limit = rule.max_judge_errors
-    rates = []
+    rates: dict[str, float | None] = {}
     for j, label in ((0, "baseline"), (i, "candidate")):
         entry = comparison.runs[j].tasks.get(task)
         m = entry.metrics.get(JUDGE_ERROR) if entry else None
-        rates.append((label, m.value if m is not None else None))
-    if limit is None or all(r is None for _, r in rates):
+        rates[label] = m.value if m is not None else None
+    if limit is None or all(r is None for r in rates.values()):
         return None
-    bad = [(label, r) for label, r in rates if r is not None and r > limit + 1e-12]
-    shown = ", ".join(f"{label} {r:.1%}" for label, r in rates if r is not None)
+    bad = {label: r for label, r in rates.items() if r is not None and r > limit + 1e-12}
     if bad:
-        message = (f"the judge failed on {' and '.join(f'{r:.1%} of the {label} samples' for label, r in bad)} "
+        message = (f"the judge failed on {' and '.join(f'{r:.1%} of the {label} samples' for label, r in bad.items())} "
                    f"(max_judge_errors {limit:g}): its scores cannot be trusted; check the judge model and its server")
     else:
+        shown = ", ".join(f"{label} {r:.1%}" for label, r in rates.items() if r is not None)
         message = f"judge errors: {shown} of samples (allowed: {limit:g})"
-    b = next(r for label, r in rates if label == "baseline")
-    c = next(r for label, r in rates if label == "candidate")
-    return Check(task, "judge_errors", None, FAIL if bad else PASS, message, baseline=b, candidate=c)
+    return Check(task, "judge_errors", None, FAIL if bad else PASS, message,
+                 baseline=rates["baseline"], candidate=rates["candidate"])
 
 
 def _absent_tasks(comparison: Comparison, rules: Rules, i: int, tasks: Sequence[str] | None) -> list[Check]:
