@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 
 from evalsuite.errors import UsageError
 from evalsuite.reports.compare import Comparison, MetricRow
-from evalsuite.reports.gate_rules import AUTO, Rule, Rules, load_rules, parse_rules  # noqa: F401 - the public API
+from evalsuite.reports.gate_rules import AUTO, Rule, Rules, load_rules, parse_rules
 from evalsuite.stats import PairedTest
+
+__all__ = ["AUTO", "FAIL", "PASS", "SKIP", "Check", "GateResult", "Rule", "Rules", "check_row", "detectable_drop",
+           "gate", "load_rules", "min_flips", "parse_rules"]
 
 PASS, FAIL, SKIP = "pass", "fail", "skipped"
 AUTO_DROP = 0.01  # `max_drop: auto`: this much of a [0, 1] metric, this fraction of the baseline otherwise
@@ -301,7 +304,8 @@ def gate(comparison: Comparison, rules: Rules | None = None, candidate: int = 1,
             gated.setdefault(row.task, []).append((row, rule))
     for task in comparison.tasks:
         rule = rules.for_task(task)
-        for extra in (_new_errors(comparison, task, rule, candidate), _missing_outputs(comparison, task, rule, candidate),
+        for extra in (_new_errors(comparison, task, rule, candidate),
+                      _missing_outputs(comparison, task, rule, candidate),
                       _judge_errors(comparison, task, rules, candidate)):
             if extra is not None:
                 checks.append(extra)

@@ -126,7 +126,8 @@ class Rules:
             else:
                 literal = not WILDCARDS & set(rule.metric + (rule.group or ""))
                 kind = "metric" if rule.group is None else "group metric"
-                metrics = sorted({t.metric for t in found if t.task in hit_tasks and (t.group is None) == (rule.group is None)})
+                metrics = sorted({t.metric for t in found
+                                  if t.task in hit_tasks and (t.group is None) == (rule.group is None)})
                 message = (f"{what} matches no {kind} of task(s) {', '.join(hit_tasks)}; "
                            f"they have: {', '.join(metrics) or '-'}")
             if rule.optional and not literal:

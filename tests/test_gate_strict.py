@@ -105,8 +105,10 @@ def test_broken_judge_rate_and_threshold(tmp_path: Path) -> None:
     lower = {"judge_error": False}
     win = binary(100, 0.5, seed=3)
     errs = [1.0 if i % 20 < 7 else 0.0 for i in range(100)]  # 35%
-    a = write_run(tmp_path / "a", {"winrate": SynthTask({"win": win, "judge_error": [0.0] * 100}, higher_is_better=lower)})
-    b = write_run(tmp_path / "b", {"winrate": SynthTask({"win": win, "judge_error": errs}, higher_is_better=lower)}, model="b")
+    a = write_run(tmp_path / "a", {"winrate": SynthTask({"win": win, "judge_error": [0.0] * 100},
+                                                        higher_is_better=lower)})
+    b = write_run(tmp_path / "b", {"winrate": SynthTask({"win": win, "judge_error": errs}, higher_is_better=lower)},
+                  model="b")
     check = _check(_gate(a, b), "judge_errors")
     assert check.status == FAIL and check.message.startswith("the judge failed on 35.0% of the candidate samples")
     assert _check(_gate(a, b, {"rules": [{"task": "winrate", "max_judge_errors": 0.5}]}), "judge_errors").status == PASS
@@ -169,7 +171,8 @@ def test_detectable_drop_of_the_paired_tests(tmp_path: Path) -> None:
                             "be told from noise (alpha=0.05, 80% power)"]  # f1 identical: the 6/400 floor
     scores = [1.0 + 9 * v for v in binary(200, 0.6, seed=5)]
     e = write_run(tmp_path / "e", {"mt": SynthTask({"score": scores})}, model="e")
-    f = write_run(tmp_path / "f", {"mt": SynthTask({"score": [s - 0.5 * (i % 2) for i, s in enumerate(scores)]})}, model="f")
+    lower_half = [s - 0.5 * (i % 2) for i, s in enumerate(scores)]
+    f = write_run(tmp_path / "f", {"mt": SynthTask({"score": lower_half})}, model="f")
     (line,) = _gate(e, f).notes
     assert line.startswith("mt: with n=200 a drop under ") and " in score " in line and "pts" not in line
 

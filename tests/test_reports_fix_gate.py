@@ -49,10 +49,10 @@ def test_judge_metrics_gated_the_right_way(tmp_path: Path) -> None:
     lc = {"metrics": {"lc_length_coef": {"value": 0.01, "stderr": None, "n": 300}}}
     lc_b = {"metrics": {"lc_length_coef": {"value": 0.5, "stderr": None, "n": 300}}}
     lower = {"judge_error": False}  # as WinRate declares it
-    a = write_run(tmp_path / "a", {"winrate": SynthTask({"win": win, "judge_error": errs_a, "length_diff": [0.0] * 300},
-                                                        extra=lc, higher_is_better=lower)}, model="a")
-    b = write_run(tmp_path / "b", {"winrate": SynthTask({"win": win, "judge_error": errs_b, "length_diff": [-500.0] * 300},
-                                                        extra=lc_b, higher_is_better=lower)}, model="b")
+    scores_a = {"win": win, "judge_error": errs_a, "length_diff": [0.0] * 300}
+    scores_b = {"win": win, "judge_error": errs_b, "length_diff": [-500.0] * 300}
+    a = write_run(tmp_path / "a", {"winrate": SynthTask(scores_a, extra=lc, higher_is_better=lower)}, model="a")
+    b = write_run(tmp_path / "b", {"winrate": SynthTask(scores_b, extra=lc_b, higher_is_better=lower)}, model="b")
     checks = _checks(_gate(a, b))
     assert checks["judge_error"].status == FAIL and "rose by 0.2000" in checks["judge_error"].message
     assert "length_diff" not in checks and "lc_length_coef" not in checks
