@@ -14,62 +14,14 @@ from evalsuite.errors import UsageError
 from evalsuite.reports.compare import compare, load_runs
 from evalsuite.reports.gate import FAIL, PASS, SKIP, gate, load_rules, parse_rules
 from evalsuite.reports.junit import render_junit
-from tests.conftest import write_gsm8k
+from tests.conftest import SHARED_DATA, write_gsm8k
 from tests.fixtures_runs import SynthTask, binary, flip, write_run
 
 N = 400
 BASE = binary(N, 0.6, seed=11)
 
-# The JUnit schema CI systems read (Jenkins xunit-plugin junit-10.xsd; GitLab/GitHub reporters accept
-# the same): the subset evalsuite writes, strict about names, nesting and required attributes.
-JUNIT_XSD = """<?xml version="1.0" encoding="UTF-8"?>
-<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" elementFormDefault="qualified">
-  <xs:element name="failure"><xs:complexType mixed="true">
-    <xs:attribute name="type" type="xs:string"/><xs:attribute name="message" type="xs:string"/></xs:complexType></xs:element>
-  <xs:element name="error"><xs:complexType mixed="true">
-    <xs:attribute name="type" type="xs:string"/><xs:attribute name="message" type="xs:string"/></xs:complexType></xs:element>
-  <xs:element name="skipped"><xs:complexType mixed="true">
-    <xs:attribute name="message" type="xs:string"/></xs:complexType></xs:element>
-  <xs:element name="system-out" type="xs:string"/>
-  <xs:element name="system-err" type="xs:string"/>
-  <xs:element name="properties"><xs:complexType><xs:sequence>
-    <xs:element name="property" minOccurs="0" maxOccurs="unbounded"><xs:complexType>
-      <xs:attribute name="name" type="xs:string" use="required"/>
-      <xs:attribute name="value" type="xs:string" use="required"/></xs:complexType></xs:element>
-  </xs:sequence></xs:complexType></xs:element>
-  <xs:element name="testcase"><xs:complexType><xs:sequence>
-      <xs:choice minOccurs="0" maxOccurs="unbounded">
-        <xs:element ref="skipped"/><xs:element ref="error"/><xs:element ref="failure"/>
-        <xs:element ref="system-out"/><xs:element ref="system-err"/></xs:choice></xs:sequence>
-    <xs:attribute name="name" type="xs:string" use="required"/>
-    <xs:attribute name="classname" type="xs:string" use="required"/>
-    <xs:attribute name="time" type="xs:decimal"/>
-    <xs:attribute name="assertions" type="xs:string"/><xs:attribute name="status" type="xs:string"/>
-  </xs:complexType></xs:element>
-  <xs:element name="testsuite"><xs:complexType><xs:sequence>
-      <xs:element ref="properties" minOccurs="0"/>
-      <xs:element ref="testcase" minOccurs="0" maxOccurs="unbounded"/>
-      <xs:element ref="system-out" minOccurs="0"/><xs:element ref="system-err" minOccurs="0"/></xs:sequence>
-    <xs:attribute name="name" type="xs:string" use="required"/>
-    <xs:attribute name="tests" type="xs:nonNegativeInteger" use="required"/>
-    <xs:attribute name="failures" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="errors" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="skipped" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="time" type="xs:decimal"/>
-    <xs:attribute name="timestamp" type="xs:dateTime"/>
-    <xs:attribute name="hostname" type="xs:string"/><xs:attribute name="id" type="xs:string"/>
-    <xs:attribute name="package" type="xs:string"/>
-  </xs:complexType></xs:element>
-  <xs:element name="testsuites"><xs:complexType><xs:sequence>
-      <xs:element ref="testsuite" minOccurs="0" maxOccurs="unbounded"/></xs:sequence>
-    <xs:attribute name="name" type="xs:string"/><xs:attribute name="time" type="xs:decimal"/>
-    <xs:attribute name="tests" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="failures" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="errors" type="xs:nonNegativeInteger"/>
-    <xs:attribute name="skipped" type="xs:nonNegativeInteger"/>
-  </xs:complexType></xs:element>
-</xs:schema>
-"""
+# Jenkins' xunit schema (jenkinsci/xunit-plugin junit-10.xsd), kept in the shared dir beside the checkout.
+JUNIT_XSD = SHARED_DATA.parent / "schemas" / "junit-10.xsd"
 
 
 def runs(tmp: Path, cand: list[float], base: list[float] = BASE, **task_kw) -> tuple[Path, Path]:
@@ -122,8 +74,9 @@ def test_lower_is_better_and_aggregate_only(tmp_path: Path) -> None:
     loss_b = [v + 0.2 for v in loss_a]  # loss rose: a regression although the number went up
     extra_a = {"metrics": {"pass@5": {"value": 0.50, "stderr": 0.02, "n": 200}}}
     extra_b = {"metrics": {"pass@5": {"value": 0.40, "stderr": 0.02, "n": 200}}}
-    a = write_run(tmp_path / "a", {"lm": SynthTask({"loss": loss_a}, extra=extra_a)})
-    b = write_run(tmp_path / "b", {"lm": SynthTask({"loss": loss_b}, extra=extra_b)}, model="b")
+    lower = {"loss": False}  # declared by the task, recorded in results.json
+    a = write_run(tmp_path / "a", {"lm": SynthTask({"loss": loss_a}, extra=extra_a, higher_is_better=lower)})
+    b = write_run(tmp_path / "b", {"lm": SynthTask({"loss": loss_b}, extra=extra_b, higher_is_better=lower)}, model="b")
     result = verdict(a, b)
     by_metric = {c.metric: c for c in result.checks}
     assert by_metric["loss"].status == FAIL and "rose by 0.2000" in by_metric["loss"].message
@@ -163,12 +116,22 @@ def test_bad_rules_are_usage_errors(tmp_path: Path) -> None:
     assert load_rules(example).rules, "examples/gate.yaml parses and has rules"
 
 
-def test_junit_validates_against_schema(tmp_path: Path) -> None:
+def junit_schema():
+    """The xunit schema from the shared dir; in CI (CI=true) a missing schema is a failure, not a skip."""
     etree = pytest.importorskip("lxml.etree", reason="lxml not installed")
+    if not JUNIT_XSD.is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{JUNIT_XSD} is missing: CI must validate the JUnit output against it")
+        pytest.skip(f"no JUnit schema at {JUNIT_XSD} (set EVALSUITE_DATA_DIR to shared/data)")
+    return etree, etree.XMLSchema(file=str(JUNIT_XSD))
+
+
+def test_junit_validates_against_the_jenkins_xunit_schema(tmp_path: Path) -> None:
+    """Catches attributes or nesting the xunit schema rejects (e.g. `skipped` on <testsuites>)."""
+    etree, schema = junit_schema()
     a, b = runs(tmp_path, flip(BASE, down=30, up=6, seed=1), groups=["x <&>", "y"] * (N // 2))
     result = verdict(a, b, {"rules": [{"task": "qa", "group": "*"}, {"metric": "acc", "group": "y", "ignore": True}]})
     xml = render_junit(result, summary="summary with <markup> & 'quotes'")
-    schema = etree.XMLSchema(etree.fromstring(JUNIT_XSD.encode()))
     doc = etree.fromstring(xml.encode())
     assert schema.validate(doc), schema.error_log
     suite = doc.find("testsuite")
@@ -176,8 +139,9 @@ def test_junit_validates_against_schema(tmp_path: Path) -> None:
     assert int(suite.get("failures")) == len(doc.findall(".//failure")) == len(result.failed) >= 1
     assert int(suite.get("skipped")) == len(doc.findall(".//skipped")) == 1
     assert doc.find(".//testcase[@classname='evalsuite.qa/x <&>']") is not None
-    broken = xml.replace('tests="', 'tests="-', 1)  # the schema catches a malformed count
-    assert not schema.validate(etree.fromstring(broken.encode()))
+    assert all(line in suite.find("system-out").text for line in result.notes) and result.notes
+    doc.set("skipped", "1")  # what evalsuite used to write on <testsuites>: the schema rejects it
+    assert not schema.validate(doc)
 
 
 def test_cli_exit_codes_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,5 +1,5 @@
-"""Gate fixes: metric directions, diagnostics, scale-aware default drop, rules that match nothing,
-exit 2 (never 1) for bad input, and `gate --run` reusing the baseline's judge and data dir."""
+"""Gate fixes: recorded metric directions, diagnostics, scale-aware default drop, rules that match
+nothing, exit 2 (never 1) for bad input, and `gate --run` reusing the baseline's judge and data dir."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from evalsuite.cli import main
 from evalsuite.errors import UsageError
-from evalsuite.reports import compare as comparison
 from evalsuite.reports.compare import compare, load_runs
 from evalsuite.reports.gate import FAIL, PASS, gate, load_rules, parse_rules
 from tests.fixtures_runs import SynthTask, binary, flip, write_run
@@ -27,23 +26,19 @@ def _checks(result) -> dict[str, object]:
     return {c.metric: c for c in result.checks if c.group is None}
 
 
-@pytest.mark.parametrize("metric", ["judge_error", "inconsistent", "turn_1.first_position_bias", "first_position_bias",
-                                    "position_inconsistency", "error_rate", "eval_loss", "word_perplexity", "wer"])
-def test_lower_is_better_names(metric: str) -> None:
-    assert comparison.higher_is_better(metric) is False
-
-
-@pytest.mark.parametrize("metric", ["acc", "win", "lc_win_rate", "score", "answer_rate", "exact_match_strict",
-                                    "unbiased_acc", "acc,none"])
-def test_higher_is_better_names(metric: str) -> None:
-    assert comparison.higher_is_better(metric) is True
-
-
-def test_declared_direction_wins_over_the_name() -> None:
-    entry = {"metrics": {"acc,none": {}}, "lm_eval": {"higher_is_better": {"acc": False, "brier_score": True}}}
-    assert comparison.higher_is_better("acc,none", entry) is False
-    assert comparison.higher_is_better("brier_score", entry) is True
-    assert comparison.higher_is_better("judge_error", {"higher_is_better": {"judge_error": True}}) is True
+def test_gate_uses_the_recorded_direction_not_the_name(tmp_path: Path) -> None:
+    """An "acc" declared lower-is-better regresses when it rises; an undeclared "eval_loss" is higher-is-better
+    (a name is no evidence); a rule's higher_is_better overrides the record."""
+    low = binary(300, 0.3, seed=4)
+    high = flip(low, down=0, up=40, seed=4)  # +13 points
+    a = write_run(tmp_path / "a", {"t": SynthTask({"acc": low, "eval_loss": high}, higher_is_better={"acc": False})})
+    b = write_run(tmp_path / "b", {"t": SynthTask({"acc": high, "eval_loss": low}, higher_is_better={"acc": False})},
+                  model="b")
+    checks = _checks(_gate(a, b))
+    assert checks["acc"].status == FAIL and "rose by 0.1333" in checks["acc"].message
+    assert checks["eval_loss"].status == FAIL and "dropped by 0.1333" in checks["eval_loss"].message
+    flipped = _checks(_gate(a, b, {"rules": [{"task": "t", "metric": "*", "higher_is_better": True}]}))
+    assert flipped["acc"].status == PASS and flipped["eval_loss"].status == FAIL
 
 
 def test_judge_metrics_gated_the_right_way(tmp_path: Path) -> None:
@@ -53,10 +48,11 @@ def test_judge_metrics_gated_the_right_way(tmp_path: Path) -> None:
     errs_b = [1.0 if i % 5 == 0 else 0.0 for i in range(300)]  # 20% judge errors in the candidate
     lc = {"metrics": {"lc_length_coef": {"value": 0.01, "stderr": None, "n": 300}}}
     lc_b = {"metrics": {"lc_length_coef": {"value": 0.5, "stderr": None, "n": 300}}}
-    a = write_run(tmp_path / "a", {"winrate": SynthTask({"win": win, "judge_error": errs_a,
-                                                         "length_diff": [0.0] * 300}, extra=lc)}, model="a")
-    b = write_run(tmp_path / "b", {"winrate": SynthTask({"win": win, "judge_error": errs_b,
-                                                         "length_diff": [-500.0] * 300}, extra=lc_b)}, model="b")
+    lower = {"judge_error": False}  # as WinRate declares it
+    scores_a = {"win": win, "judge_error": errs_a, "length_diff": [0.0] * 300}
+    scores_b = {"win": win, "judge_error": errs_b, "length_diff": [-500.0] * 300}
+    a = write_run(tmp_path / "a", {"winrate": SynthTask(scores_a, extra=lc, higher_is_better=lower)}, model="a")
+    b = write_run(tmp_path / "b", {"winrate": SynthTask(scores_b, extra=lc_b, higher_is_better=lower)}, model="b")
     checks = _checks(_gate(a, b))
     assert checks["judge_error"].status == FAIL and "rose by 0.2000" in checks["judge_error"].message
     assert "length_diff" not in checks and "lc_length_coef" not in checks
@@ -112,7 +108,8 @@ def test_example_rules_apply_to_gsm8k_metrics(tmp_path: Path) -> None:
     rules = load_rules(EXAMPLE_RULES)
     row = result.comparison.find("gsm8k", "exact_match_strict")
     assert rules.for_row(row).min_score == 0.25  # the gsm8k rule, not the defaults
-    assert any("rules[1] (task 'mmlu*')" in w and "match no task of these runs (gsm8k)" in w for w in result.warnings)
+    assert any("rules[1] (task 'mmlu*'" in w and "matches no task of these runs; they have: gsm8k (optional)" in w
+               for w in result.warnings)
 
 
 def test_rule_with_a_misspelled_metric_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -124,8 +121,11 @@ def test_rule_with_a_misspelled_metric_is_exit_2(tmp_path: Path, capsys: pytest.
     assert main(["gate", "--baseline", str(a), "--candidate", str(b), "--rules", str(rules)]) == 2
     err = capsys.readouterr().err
     assert "exact_match_flexible, exact_match_strict" in err and len(err.strip().splitlines()) == 1
-    # a pattern that matches nothing only warns (one rules file serves several task sets)
-    result = _gate(a, b, {"rules": [{"task": "gsm8k", "metric": "*loss*", "max_drop_relative": 0.05}]})
+    # a pattern that matches nothing is an error too, unless it is marked optional: then it warns
+    pattern = {"task": "gsm8k", "metric": "*loss*", "max_drop_relative": 0.05}
+    with pytest.raises(UsageError, match=r"matches no metric of task\(s\) gsm8k.*mark the rule `optional: true`"):
+        _gate(a, b, {"rules": [pattern]})
+    result = _gate(a, b, {"rules": [{**pattern, "optional": True}]})
     assert result.exit_code == 0 and any("'*loss*'" in w for w in result.warnings)
 
 
@@ -142,12 +142,24 @@ def test_corrupt_samples_file_is_exit_2_naming_the_line(tmp_path: Path, capsys: 
     assert f"{samples}:5: not a valid sample record (KeyError" in capsys.readouterr().err
 
 
-def test_unexpected_error_is_exit_2_not_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Exit 1 means "regression found": a malformed results.json must never look like one."""
+def test_unexpected_error_is_exit_2_not_1(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 1 means "regression found": a malformed results.json or a crash must never look like one."""
     a, b = _gsm8k_runs(tmp_path)
     results = json.loads((b / "results.json").read_text())
     results["tasks"]["gsm8k"]["metrics"]["exact_match_strict"] = "oops"
-    (b / "results.json").write_text(json.dumps(results))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.json").write_text(json.dumps(results))
+    (broken / "samples.jsonl").write_text((b / "samples.jsonl").read_text())
+    assert main(["gate", "--baseline", str(a), "--candidate", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an evalsuite results file" in err and len(err.strip().splitlines()) == 1
+
+    def crash(*args: object, **kwargs: object) -> None:  # fault injection: a bug inside the gate
+        raise AttributeError("'NoneType' object has no attribute 'value'")
+
+    monkeypatch.setattr("evalsuite.reports.gate.gate", crash)
     assert main(["gate", "--baseline", str(a), "--candidate", str(b)]) == 2
     err = capsys.readouterr().err
     assert "gate could not check the runs: AttributeError" in err and len(err.strip().splitlines()) == 1
