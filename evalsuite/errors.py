@@ -21,3 +21,9 @@ class DataError(EvalsuiteError):
 
 class BackendError(EvalsuiteError):
     """A model could not be loaded or served."""
+
+
+class JudgeHealthError(EvalsuiteError):
+    """Too many judge verdicts could not be parsed: the run is kept, its judged numbers are not trustworthy."""
+
+    exit_code = 1

@@ -52,7 +52,7 @@ def records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx:
     samples = every[: ctx.limit] if ctx.limit else every
     texts = task.parse_outputs(rows)
     per_prompt = max(1, ctx.samples_per_task)
-    doubled = sorted(sid for sid, t in texts.items() if len(t) > per_prompt)
+    doubled = repeated_ids(rows, per_prompt)
     if doubled:
         shown = ", ".join(doubled[:5]) + (f" and {len(doubled) - 5} more" if len(doubled) > 5 else "")
         raise UsageError(f"{path}: {len(doubled)} sample id(s) of task '{name}' have more outputs than "
@@ -68,6 +68,23 @@ def records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx:
     if unknown:
         console.print(f"[yellow]warning:[/yellow] {len(unknown)} output ids are not samples of '{name}' (e.g. {escape(str(sorted(unknown)[:3]))})")
     return records, [s.id for s in samples if s.id not in texts]
+
+
+ROW_ID_KEYS = ("id", "sample_id", "task_id", "question_id", "key", "prompt")  # what names a line's sample
+
+
+def repeated_ids(rows: list[dict[str, Any]], allowed: int) -> list[str]:
+    """Ids named by more than `allowed` lines: with one answer kept, the score would depend on line order.
+
+    Counted over lines, not parsed texts: a multi-turn answer (MT-Bench's `turns`) is one line with
+    several texts."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = next((k for k in ROW_ID_KEYS if k in row), None)
+        if key is not None:
+            sid = str(row[key])
+            counts[sid] = counts.get(sid, 0) + 1
+    return sorted(sid for sid, n in counts.items() if n > allowed)
 
 
 def check_missing(missing: dict[str, list[str]], allow_missing: bool, path: Path) -> None:

@@ -118,6 +118,9 @@ class RunLog:
     def __str__(self) -> str:
         return str(self.path)
 
+    def __truediv__(self, name: str) -> Path:  # `log / "samples.jsonl"`, as with the directory itself
+        return self.path / name
+
     @property
     def tasks(self) -> dict[str, TaskResult]:
         return self.results.tasks

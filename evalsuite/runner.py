@@ -17,7 +17,7 @@ from typing import Any
 from evalsuite import outputs as outputs_file
 from evalsuite import registry, rundir, runlog
 from evalsuite.cache import CallCache, NullCache
-from evalsuite.errors import DataError, EvalsuiteError, UsageError
+from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
 from evalsuite.progress import console, make_progress, score_table
 from evalsuite.records import Output, Request, Sample, SampleRecord, request_key
 from evalsuite.rundir import RunLog
@@ -48,6 +48,7 @@ class RunConfig:
     temperature: float | None = None
     allow_code_execution: bool = False
     allow_missing: bool = False  # `score --outputs`: score the samples that have outputs, record the rest as missing
+    max_judge_errors: float = 0.2  # a task whose judge_error rate is higher fails the command (exit 1), run kept
     judge: str | None = None  # model spec of the judge (any backend), for LLM-as-judge tasks
     judge_args: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # run-wide task options (e.g. include_path)
@@ -316,6 +317,7 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
                     records, timing = execute_task(name, task, ctx, answer, (samples or {}).get(name))
                 writer.add_task(name, finish_task(name, task, records, ctx, timing, (missing or {}).get(name, ())), records)
         log = writer.finish("complete")
+        unhealthy = judge_health(log, cfg.max_judge_errors)
         if cfg.export:
             from evalsuite.export import export_run
 
@@ -331,4 +333,22 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
         if cleanup:
             cleanup()
     console.print(score_table(log.results, title=f"{model_info.name}  →  {out}"))
+    if unhealthy:
+        raise JudgeHealthError(unhealthy + f"; the run is kept in {out} (pass --max-judge-errors to accept more)")
     return log
+
+
+def judge_health(log: RunLog, threshold: float) -> str | None:
+    """One line for the first task whose judge errors exceed `threshold`, with its first raw verdict."""
+    for name, task in log.tasks.items():
+        rate = task.metrics.get("judge_error")
+        if rate is None or rate.value is None or rate.value <= threshold:
+            continue
+        failed = next((r for r in log.records_for(name) if r.score and r.score.values.get("judge_error")), None)
+        raw = ""
+        if failed is not None and failed.score is not None:
+            texts = [v for k, v in failed.score.explanation.items() if "verdict" in k or k.endswith("error")]
+            raw = f"; first failed verdict: {str(texts[0])[:160]!r}" if texts else ""
+        return (f"task {name}: {rate.value:.0%} of judge verdicts were errors (n={rate.n}), over the "
+                f"{threshold:.0%} allowed{raw}")
+    return None

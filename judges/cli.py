@@ -32,6 +32,8 @@ def configure_arena(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--cache-path", default=None, help="call-cache file (default: the user cache)")
     parser.add_argument("--no-cache", action="store_true", help="ask the judge again even where it has answered")
+    parser.add_argument("--max-judge-errors", type=float, default=0.2,
+                        help="fail (exit 1, run kept) when more than this share of judgments are errors (default 0.2)")
 
 
 def run_arena(args: argparse.Namespace) -> int:
@@ -68,6 +70,15 @@ def run_arena(args: argparse.Namespace) -> int:
     writer.add_task(f"arena:{args.task}", results.tasks.pop(f"arena:{args.task}"), records)
     writer.finish("complete")
     _print(results, out)
+    failed = results.arena.judge_errors / max(1, len(judgments))
+    if failed > args.max_judge_errors:
+        from evalsuite.errors import JudgeHealthError
+
+        first = next((j for j in judgments if j.value is None), None)
+        why = (first.log.get("verdicts") or first.error or "") if first is not None else ""
+        raise JudgeHealthError(f"arena {args.task}: {failed:.0%} of judgments were errors, over the "
+                               f"{args.max_judge_errors:.0%} allowed; first failed verdict: {str(why)[:160]!r}; "
+                               f"the run is kept in {out} (pass --max-judge-errors to accept more)")
     return 0
 
 

@@ -88,7 +88,9 @@ def _task_problems(task: str, base: RunLog, run: RunLog, base_label: str, label:
         notes.append(f"task {task}: config differs only in host-dependent or unrecorded keys ({base_label} vs "
                      f"{label}): {'; '.join(soft)}")
     base_d, run_d = _digests(base.records_for(task)), _digests(run.records_for(task))
-    only_a, only_b = set(base_d) - set(run_d), set(run_d) - set(base_d)
+    # ids a run recorded as missing outputs are not a different sample set: the gate's max_missing judges them
+    only_a = set(base_d) - set(run_d) - set(entry.missing)
+    only_b = set(run_d) - set(base_d) - set(base_entry.missing)
     if only_a or only_b:
         problems.append(f"task {task}: sample sets differ: {len(only_a)} only in {base_label} "
                         f"({_sample_list(list(only_a))}), {len(only_b)} only in {label} ({_sample_list(list(only_b))})")

@@ -219,7 +219,7 @@ def _run_gate(args: argparse.Namespace) -> int:
         raise UsageError("gate needs --candidate RUN, or --run --model M to evaluate the candidate first")
     comp = compare(load_runs([args.baseline, candidate]), tasks=_tasks(args.tasks),
                    allow_mismatch=args.allow_mismatch, n_boot=args.n_boot, seed=args.seed)
-    result = gate(comp, rules)
+    result = gate(comp, rules, tasks=_tasks(args.tasks))
 
     from rich.markup import escape
 
@@ -232,6 +232,8 @@ def _run_gate(args: argparse.Namespace) -> int:
     console.print(gate_table(result))
     for line, style in gate_notes(result):  # unwrapped, so a CI log shows each reason on one greppable line
         console.print(line, style=style, soft_wrap=True, highlight=False, markup=False)
+    for line in result.notes:  # per task: the smallest drop its paired tests can tell from noise
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     verdict = "FAIL" if result.failed else "PASS"
     summary = (f"evalsuite gate: {verdict} ({len(result.failed)} of {len(result.checks)} checks failed)"
                + (f" — with warnings: {len(warnings)}" if warnings else ""))

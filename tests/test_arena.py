@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from evalsuite.judges import arena
 
-from evalsuite import rundir
+from evalsuite import rundir, runlog
 from evalsuite.cli import main
+from evalsuite.errors import JudgeHealthError
 from evalsuite.records import GenerateRequest, Output, Sample, SampleRecord, Score, chat
 from evalsuite.runner import RunConfig, score_outputs
 from tests.judge_server import JudgeServer, judge_server  # noqa: F401 - pytest fixture
@@ -90,18 +91,19 @@ def write_run(root: Path, model: str, answer_len: int, task: str = "winrate") ->
     out.mkdir(parents=True)
     records = [SampleRecord(task, Sample(str(i), p), [GenerateRequest(chat(p))],
                             [Output(texts=[(model[0] * answer_len)])], Score({})) for i, p in enumerate(PROMPTS)]
-    rundir.write_samples(out / rundir.SAMPLES, records)
-    rundir.write_json(out / rundir.RESULTS, {"model": {"name": model}, "status": "complete", "tasks": {task: {}}})
+    writer = rundir.RunWriter(out, runlog.RunResults(model=runlog.ModelInfo(name=model)))
+    writer.add_task(task, runlog.TaskResult(n=len(records)), records)
+    writer.finish("complete")
     return out
 
 
-def run_arena(server: JudgeServer, runs: list[Path], tmp_path: Path, *extra: str) -> dict[str, Any]:
+def run_arena(server: JudgeServer, runs: list[Path], tmp_path: Path, *extra: str, code: int = 0) -> dict[str, Any]:
     args = ",".join(f"{k}={v}" for k, v in server.judge_args().items())
     before = set((tmp_path / "out").glob("*"))
-    code = main(["arena", *map(str, runs), "--task", "winrate", "--judge", "openai:judge", "--judge-args", args,
-                 "--output-dir", str(tmp_path / "out"), "--cache-path", str(tmp_path / "calls.sqlite"),
-                 "--bootstrap", "50", *extra])
-    assert code == 0
+    got = main(["arena", *map(str, runs), "--task", "winrate", "--judge", "openai:judge", "--judge-args", args,
+                "--output-dir", str(tmp_path / "out"), "--cache-path", str(tmp_path / "calls.sqlite"),
+                "--bootstrap", "50", *extra])
+    assert got == code
     (new,) = set((tmp_path / "out").glob("*")) - before
     return {"results": json.loads((new / rundir.RESULTS).read_text()), "log": rundir.load_run(new)}
 
@@ -121,7 +123,7 @@ def test_arena_rates_every_pair_and_rerun_hits_the_cache(judge_server: JudgeServ
     assert all(r["lo"] <= r["rating"] <= r["hi"] for r in a["ratings"].values())
     assert a["win_matrix"]["long"]["short"] == 1.0 and a["win_matrix"]["short"]["medium"] == 0.0
     assert a["battles"] == 6 and a["judge_errors"] == 0 and a["position_inconsistency"]["value"] == 0.0
-    assert first["results"]["judge"]["judges"]["PairwiseJudge"]["template"] == "evalsuite/pairwise"
+    assert first["results"]["arena"]["judge"]["judges"]["PairwiseJudge"]["template"] == "evalsuite/pairwise"
     battle = first["log"].records[0]
     assert battle.score.explanation["model"] == "judge" and len(json.loads(battle.score.explanation["verdicts"])) == 2
     second = run_arena(judge_server, runs, tmp_path)
@@ -140,7 +142,7 @@ def test_position_biased_judge_yields_ties(judge_server: JudgeServer, tmp_path: 
 def test_judge_server_down_mid_run_then_rerun_fills_only_the_gaps(judge_server: JudgeServer, tmp_path: Path) -> None:  # noqa: F811
     runs = [write_run(tmp_path, name, n) for name, n in (("short", 5), ("medium", 20), ("long", 60))]
     judge_server.fail_after = 6  # answers 6 of the 12 judge calls, then HTTP 500 for good
-    broken = run_arena(judge_server, runs, tmp_path)
+    broken = run_arena(judge_server, runs, tmp_path, "--max-judge-errors", "1")
     a = broken["results"]["arena"]
     assert broken["results"]["status"] == "complete"  # the run finished and says what it could not judge
     assert judge_server.failed == 6 * 3  # each failed call was tried 1 + max_retries(2) times
@@ -151,6 +153,18 @@ def test_judge_server_down_mid_run_then_rerun_fills_only_the_gaps(judge_server: 
     fixed = run_arena(judge_server, runs, tmp_path)
     assert judge_server.answered == 12  # exactly the 6 missing judgments were asked
     assert fixed["results"]["arena"]["judge_errors"] == 0 and fixed["results"]["arena"]["battles"] == 6
+
+
+def test_arena_with_a_broken_judge_fails(judge_server: JudgeServer, tmp_path: Path,  # noqa: F811
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every verdict unparseable: exit 1 with one line and the first raw verdict; the run is kept.
+    Catches: an arena of judge errors that exits 0 with a table of `-`."""
+    judge_server.policy = "garbage"
+    runs = [write_run(tmp_path, name, n) for name, n in (("short", 5), ("long", 60))]
+    kept = run_arena(judge_server, runs, tmp_path, code=1)
+    err = capsys.readouterr().err
+    assert "arena winrate: 100% of judgments were errors" in err and "Both answers have merits" in err
+    assert kept["results"]["arena"]["judge_errors"] == 2 and kept["results"]["status"] == "complete"
 
 
 # ---------------------------------------------------------------------------- the winrate task
@@ -183,8 +197,13 @@ def test_winrate_against_a_baseline_run(judge_server: JudgeServer, tmp_path: Pat
     assert m["win"]["value"] == pytest.approx(2 / 3) and m["inconsistent"]["value"] == 0.0  # "1" is shorter than "ok"
     assert m["length_diff"]["n"] == 3 and "lc_win_rate" in m and task["config"]["judge"]["model"] == "judge"
     assert "Give me that." in judge_server.prompts[0]  # the instance input is part of the prompt
-    judge_server.policy = "garbage"  # verdicts nobody can parse: judge errors, not scores
-    bad = score_outputs(cfg({"baseline": str(baseline_run)}, "b.sqlite"), outputs=str(cand))
+    judge_server.policy = "garbage"  # verdicts nobody can parse: judge errors, not scores, and the run fails
+    with pytest.raises(JudgeHealthError, match=r"task winrate: 100% of judge verdicts were errors \(n=3\), over the "
+                                               r"20% allowed; first failed verdict: .*Both answers have merits"):
+        score_outputs(cfg({"baseline": str(baseline_run)}, "b.sqlite"), outputs=str(cand))
+    accepting = cfg({"baseline": str(baseline_run)}, "b.sqlite")
+    accepting.max_judge_errors = 1.0
+    bad = score_outputs(accepting, outputs=str(cand))
     bm = json.loads((bad / rundir.RESULTS).read_text())["tasks"]["winrate"]["metrics"]
     assert bm["win"]["n"] == 0 and bm["judge_error"]["value"] == 1.0
     rec = rundir.load_run(bad).records[0]

@@ -131,7 +131,8 @@ def test_broken_judge_fails_the_gate_end_to_end(judge_server: JudgeServer, share
         outputs.write_text("".join(json.dumps({"id": i, "output": text}) + "\n" for i in ids))
         cfg = RunConfig(tasks=["winrate"], task_args=task_args, data_dir=str(shared_data), limit=4,
                         output_dir=str(tmp_path / name), cache_path=str(tmp_path / f"{name}.sqlite"),
-                        judge="openai:judge", judge_args=judge_server.judge_args())
+                        judge="openai:judge", judge_args=judge_server.judge_args(),
+                        max_judge_errors=1.0)  # keep the broken run (scoring alone would already exit 1)
         return score_outputs(cfg, outputs=str(outputs)).path
 
     reference = score("reference", "ok")  # outputs only: what both models are judged against
