@@ -174,17 +174,58 @@ def load_results(path: Path) -> RunResults:
     return runlog.parse(data, path)
 
 
+STEP_SUFFIX = re.compile(r"^(?P<run>.+)@step-(?P<step>\d+)$")
+
+
 def load_run(path: str | os.PathLike) -> RunLog:
-    """Read a run directory (an eval, training or arena run); a `UsageError` if it is not one."""
+    """Read a run directory (an eval, training or arena run); a `UsageError` if it is not one.
+
+    `TRAIN_RUN@step-N` reads one checkpoint of a training run as a run of its own: its eval runs'
+    tasks and samples, named by run and step. A training run itself reads as its best checkpoint."""
     p = Path(path)
+    match = STEP_SUFFIX.match(str(path))
+    if match and not p.exists():
+        return load_checkpoint(Path(match["run"]), int(match["step"]))
     results = load_results(p)
     samples_path = p / SAMPLES
     records = _read_samples(samples_path) if samples_path.is_file() else []
     if not records and results.training is not None and results.training.best is not None:
-        for sub in results.training.best.eval_runs:
-            if (p / sub / RESULTS).is_file() and (p / sub / SAMPLES).is_file():
-                records.extend(_read_samples(p / sub / SAMPLES))
+        records = _eval_records(p, results.training.best.eval_runs)
     return RunLog(p, results, records)
+
+
+def load_checkpoint(run_dir: Path, step: int) -> RunLog:
+    """One evaluated checkpoint of a training run, as a run log of its own (`RUN@step-N`)."""
+    training_run = load_results(run_dir)
+    if training_run.training is None:
+        raise UsageError(f"{run_dir} is not a training run: `@step-N` names a checkpoint of `evalsuite train`")
+    rows = {c.step: c for c in training_run.training.steps}
+    if step not in rows or not rows[step].eval_runs:
+        scored = ", ".join(str(s) for s, c in sorted(rows.items()) if c.eval_runs) or "none"
+        raise UsageError(f"{run_dir} has no scored checkpoint at step {step} (scored steps: {scored})")
+    tasks: dict[str, TaskResult] = {}
+    for sub in rows[step].eval_runs:
+        tasks.update(load_results(run_dir / sub).tasks)
+    name = f"{run_dir.name}@step-{step}"
+    model = training_run.model.model_copy(update={"name": name, "adapter": rows[step].checkpoint})
+    results = training_run.model_copy(update={"tasks": tasks, "model": model, "kind": "eval"})
+    return RunLog(run_dir, results, _eval_records(run_dir, rows[step].eval_runs))
+
+
+def checkpoint_specs(run_dir: Path) -> list[str]:
+    """`RUN@step-N` for every scored checkpoint of a training run, in step order."""
+    results = load_results(run_dir)
+    if results.training is None:
+        return []
+    return [f"{run_dir}@step-{c.step}" for c in sorted(results.training.steps, key=lambda c: c.step) if c.eval_runs]
+
+
+def _eval_records(run_dir: Path, eval_runs: list[str]) -> list[SampleRecord]:
+    records: list[SampleRecord] = []
+    for sub in eval_runs:
+        if (run_dir / sub / SAMPLES).is_file():
+            records.extend(_read_samples(run_dir / sub / SAMPLES))
+    return records
 
 
 def _read_samples(path: Path) -> list[SampleRecord]:

@@ -48,6 +48,7 @@ class RunConfig:
     temperature: float | None = None
     allow_code_execution: bool = False
     allow_missing: bool = False  # `score --outputs`: score the samples that have outputs, record the rest as missing
+    show_table: bool = True  # the score table at the end (the trainer prints one line per checkpoint instead)
     max_judge_errors: float = 0.2  # a task whose judge_error rate is higher fails the command (exit 1), run kept
     judge: str | None = None  # model spec of the judge (any backend), for LLM-as-judge tasks
     judge_args: dict[str, Any] = field(default_factory=dict)
@@ -332,7 +333,8 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
     finally:
         if cleanup:
             cleanup()
-    console.print(score_table(log.results, title=f"{model_info.name}  →  {out}"))
+    if cfg.show_table:
+        console.print(score_table(log.results, title=f"{model_info.name}  →  {out}"))
     if unhealthy:
         raise JudgeHealthError(unhealthy + f"; the run is kept in {out} (pass --max-judge-errors to accept more)")
     return log

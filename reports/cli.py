@@ -62,7 +62,9 @@ def _arena_runs(args: argparse.Namespace) -> list:
 def configure_compare(p: argparse.ArgumentParser) -> None:
     p.description = ("Compare run directories: scores with 95% CIs, paired deltas and p-values vs the first run "
                      "(McNemar exact for 0/1 scores, paired bootstrap otherwise).")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories; the first is the baseline")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, the first is the baseline; TRAIN_RUN@step-N is one checkpoint of a training "
+                        "run; a training run alone compares each scored checkpoint with the first")
     p.add_argument("--format", choices=["table", "markdown"], default="table", help="stdout format (default: table)")
     p.add_argument("--no-groups", action="store_true", help="leave out per-subtask rows")
     _common(p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from evalsuite.errors import UsageError
 from evalsuite.records import SampleRecord
 from evalsuite.reports.checks import check_runs, decontamination_lines
 from evalsuite.reports.metrics import is_diagnostic
-from evalsuite.rundir import RunLog, load_run
+from evalsuite.rundir import RunLog, checkpoint_specs, load_run
 from evalsuite.runlog import Metric
 
 
@@ -89,10 +90,35 @@ class Comparison:
 
 # ---------------------------------------------------------------------------- loading and checks
 def load_runs(paths: Sequence[str | os.PathLike]) -> list[RunLog]:
-    """Each run dir (a training run reads as its best checkpoint's evaluation: see `rundir.load_run`)."""
+    """Each run dir (a training run reads as its best checkpoint, `RUN@step-N` as that checkpoint: see
+    `rundir.load_run`); one training run alone is every scored checkpoint, compared with the first."""
+    if len(paths) == 1:
+        specs = checkpoint_specs(Path(paths[0]))
+        if len(specs) < 2:
+            raise UsageError(f"{paths[0]} is not a training run with two or more scored checkpoints: compare needs "
+                             "BASELINE CANDIDATE [...] (or one training run whose checkpoints were scored)")
+        paths = specs
     if len(paths) < 2:
         raise UsageError("compare needs at least two run directories: BASELINE CANDIDATE [...]")
     return [load_run(p) for p in paths]
+
+
+def checkpoint_notes(runs: Sequence[RunLog], rows: list[MetricRow], labels: Sequence[str]) -> list[str]:
+    """For checkpoints of one training run: is any checkpoint significantly better than the first on the
+    metric that chose the best one? Best-by-value on a handful of samples is often noise."""
+    training = runs[0].results.training
+    if training is None or training.best is None or len({r.path for r in runs}) != 1 or "/" not in training.best.metric:
+        return []
+    task, metric = training.best.metric.split("/", 1)
+    row = next((r for r in rows if (r.task, r.metric, r.group) == (task, metric, None)), None)
+    if row is None:
+        return []
+    better = [labels[i] for i, t in enumerate(row.tests) if t is not None and t.pvalue < 0.05
+              and (t.delta > 0) == row.higher_is_better and t.delta != 0]
+    if better:
+        return [f"{training.best.metric}: significantly better than {labels[0]} (p < 0.05): {', '.join(better)}"]
+    return [f"{training.best.metric}: no checkpoint is significantly better than {labels[0]} (p < 0.05); the best "
+            f"by value (step {training.best.step}) may be noise on n={row.estimates[0].n if row.estimates[0] else 0}"]
 
 
 def run_labels(runs: Sequence[RunLog]) -> list[str]:
@@ -270,6 +296,7 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
     for (i, task), n in new_errors.items():
         warnings.append(f"task {task}: {n} sample(s) failed in {labels[i]} but not in {labels[0]}; "
                         "they are left out of the paired tests")
+    warnings += checkpoint_notes(runs, rows, labels)
     decontamination: dict[str, list[str]] = {}
     for run, label in zip(runs, labels):
         lines, problem = decontamination_lines(run)

@@ -253,3 +253,44 @@ def test_bootstrap_paths_match_scipy(kind: str) -> None:
     ref = bootstrap((b - a,), np.mean, n_resamples=20_000, method="percentile", random_state=1).confidence_interval
     assert test.lo == pytest.approx(ref.low, abs=0.003) and test.hi == pytest.approx(ref.high, abs=0.003)
     assert test.delta == pytest.approx(float((b - a).mean()))
+
+
+def _training_run(tmp_path: Path, scores: dict[int, list[float]]) -> Path:
+    """A training run as the trainer leaves it: one eval run per checkpoint, the run log naming them."""
+    from evalsuite import rundir, runlog
+
+    train = tmp_path / "train"
+    steps = []
+    for step, values in scores.items():
+        sub = f"evals/step-{step}"
+        write_run(train / sub, {"t": SynthTask({"acc": values})}, model=f"t+step-{step}")
+        steps.append(runlog.Checkpoint(step=step, scores={"t/acc": sum(values) / len(values)}, eval_runs=[sub]))
+    best = max(steps, key=lambda c: c.scores["t/acc"])
+    results = runlog.RunResults(kind="training", model=runlog.ModelInfo(name="train"),
+                                training=runlog.Training(steps=steps, best=runlog.Best(
+                                    step=best.step, metric="t/acc", value=best.scores["t/acc"], eval_runs=best.eval_runs)))
+    rundir.RunWriter(train, results).finish("complete")
+    return train
+
+
+def test_checkpoint_level_comparison(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`RUN@step-N` is one checkpoint; `compare RUN` is every checkpoint against the first, with a note when
+    no checkpoint beats it significantly. Catches: checkpoints only reachable through the best one, and a
+    "best" step chosen on noise without a word."""
+    a = binary(40, 0.5, seed=4)
+    train = _training_run(tmp_path, {0: a, 10: flip(a, 0, 1, seed=1), 20: flip(a, 1, 0, seed=2)})
+    one = load_run(f"{train}@step-10")
+    assert one.name == "train@step-10" and one.records and list(one.tasks) == ["t"]
+    with pytest.raises(UsageError, match=r"no scored checkpoint at step 5 \(scored steps: 0, 10, 20\)"):
+        load_run(f"{train}@step-5")
+    comp = compare(load_runs([train]), n_boot=200)
+    assert comp.labels == ["train@step-0", "train@step-10", "train@step-20"]
+    assert any("no checkpoint is significantly better than train@step-0" in w for w in comp.warnings)
+    strong = _training_run(tmp_path / "s", {0: [0.0] * 40, 10: [1.0] * 30 + [0.0] * 10})
+    assert any("significantly better than train@step-0 (p < 0.05): train@step-10" in w
+               for w in compare(load_runs([strong]), n_boot=200).warnings)
+    assert main(["compare", f"{train}@step-0", f"{train}@step-20", "--n-boot", "200"]) == 0
+    assert "train@step-20" in capsys.readouterr().out
+    base = write_run(tmp_path / "plain", {"t": SynthTask({"acc": a})})
+    with pytest.raises(UsageError, match="not a training run with two or more scored checkpoints"):
+        load_runs([base])

@@ -26,8 +26,14 @@ def test_compare_gate_and_html_on_a_real_trainer_run(tmp_path: Path, tiny_model_
     data_dir = write_mmlu(tmp_path / "data", n_test=2)
     cfg = _write_config(tmp_path, tiny_model_dir, eval={"every": 3, "tasks": ["mmlu"], "limit": 2, "data_dir": str(data_dir),
                                                         "task_args": {"num_fewshot": 1}, "best_metric": "mmlu/acc"})
-    _train(cfg)
+    proc = _train(cfg)
     train = tmp_path / "runs" / "t"
+    # the terminal: one compact line per checkpoint, the full table once at the end
+    assert proc.stderr.count("checkpoint: step 3 | train loss (window mean)") == 1, proc.stderr[-2000:]
+    assert proc.stderr.count("┃ task ") == 0, "no per-checkpoint score tables between the training bars"
+    # the disk: only the newest checkpoint keeps its optimizer state (all that resume needs)
+    assert not (train / "checkpoints" / "step-3" / "optimizer.pt").exists()
+    assert (train / "checkpoints" / "step-6" / "optimizer.pt").is_file()
     base = run_eval(RunConfig(tasks=["mmlu"], model=str(tiny_model_dir), limit=2, data_dir=str(data_dir),
                               task_args={"num_fewshot": 1}, output_dir=str(tmp_path / "base"), use_cache=False))
 
@@ -44,5 +50,7 @@ def test_compare_gate_and_html_on_a_real_trainer_run(tmp_path: Path, tiny_model_
     page = html.read_text()
     assert "scores per checkpoint" in page and "t@step-" in page and "<svg" in page
 
+    assert main(["compare", str(train), "--n-boot", "200"]) == 0  # every checkpoint against the first
+    assert "t@step-6" in capsys.readouterr().out
     code = main(["gate", "--baseline", str(base), "--candidate", str(train), "--n-boot", "200"])
     assert code in (0, 1), "the gate judged the trainer run (exit 2 would mean it could not read it)"

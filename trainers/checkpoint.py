@@ -18,7 +18,8 @@ from typing import Any
 
 from evalsuite.errors import UsageError
 
-STATE = "trainer_state.pt"
+STATE = "trainer_state.pt"  # step, scheduler, RNG, counters: small, kept in every checkpoint
+OPTIMIZER = "optimizer.pt"  # the optimizer state (as large as two copies of the trainable weights): resume needs the newest
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -46,9 +47,9 @@ def save(run_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any, s
     model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     _point_adapter_at(tmp, base_spec)
     tokenizer.save_pretrained(tmp)  # carries the chat template used in training
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -75,7 +76,13 @@ def load_state(ckpt: Path, optimizer: Any, scheduler: Any) -> dict[str, Any]:
     import torch
 
     state = torch.load(ckpt / STATE, weights_only=False)  # our own file, written by save()
-    optimizer.load_state_dict(state["optimizer"])
+    if (ckpt / OPTIMIZER).is_file():
+        optimizer.load_state_dict(torch.load(ckpt / OPTIMIZER, weights_only=False))
+    elif "optimizer" in state:  # checkpoints written before the optimizer got its own file
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        raise UsageError(f"{ckpt} keeps no optimizer state (only the newest checkpoint does, unless "
+                         "training.keep_optimizer: all): resume from the newest checkpoint")
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
@@ -100,6 +107,14 @@ def load_weights(model: Any, ckpt: Path, full: bool) -> None:
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
+
+
+def drop_old_optimizer_states(run_dir: Path, keep: str) -> None:
+    """`keep_optimizer: last`: only the newest checkpoint keeps its optimizer state (resume reads only that)."""
+    if keep == "all":
+        return
+    for _, path in list_checkpoints(run_dir)[:-1]:
+        (path / OPTIMIZER).unlink(missing_ok=True)
 
 
 def prune(run_dir: Path, keep_last: int | None, protect: set[int]) -> None:

@@ -98,6 +98,8 @@ class TrainingConfig(_Strict):
     neftune_alpha: float | None = Field(None, gt=0, description="NEFTune embedding-noise alpha (training only; null: off)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on long rows")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+    keep_optimizer: Literal["last", "all"] = Field(
+        "last", description="which checkpoints keep their optimizer state: the newest (all that resume needs) or all")
 
     @model_validator(mode="after")
     def _length(self) -> TrainingConfig:
@@ -173,7 +175,8 @@ class TrainConfig(_Strict):
 
         Dropping contaminated rows changes the training data, so the resolved decontamination
         tasks count even when they come from eval.tasks."""
-        keep = self.model_dump(exclude={"eval", "export", "output_dir", "run_name"})
+        keep = self.model_dump(exclude={"eval": True, "export": True, "output_dir": True, "run_name": True,
+                                        "training": {"keep_optimizer"}})  # disk policy: not what is trained
         drop = self.data.decontaminate_action == "drop"
         d = self.data.decontaminate  # "report" leaves the data as it is: the value as written (older runs resume)
         keep["data"]["decontaminate"] = self.decontamination_tasks() if drop else (d if isinstance(d, list) else [])

@@ -77,7 +77,7 @@ def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_d
     runs = []
     for names, args in groups.values():
         cfg = RunConfig(tasks=names, model=str(ckpt), backend=backend_name, limit=limit, data_dir=data_dir, output_dir=str(out_dir),
-                        task_args=args, model_args=dict(model_args or {}), seed=seed)
+                        task_args=args, model_args=dict(model_args or {}), seed=seed, show_table=False)
         run_dir = run_eval(cfg, backend=backend).path
         scores.update(flat_scores(json.loads((run_dir / "results.json").read_text())))
         runs.append(run_dir)
