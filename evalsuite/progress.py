@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -10,7 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True)
+
+
+def _log_width() -> int | None:
+    """160 columns when stderr (where this console writes) is a CI log: not a terminal, no COLUMNS.
+
+    rich falls back to 80 columns there, and the score table's task and metric names then fold over
+    several lines, which a grep of the log misses. A terminal, or COLUMNS, keeps rich's own width."""
+    return 160 if not sys.stderr.isatty() and "COLUMNS" not in os.environ else None
+
+
+console = Console(stderr=True, width=_log_width())
 
 
 class RateColumn(ProgressColumn):
