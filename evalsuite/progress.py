@@ -55,8 +55,11 @@ def _fmt(value: Any) -> str:
 
 
 def score_table(results: dict[str, Any], title: str) -> Table:
-    """Task / metric / value ± stderr / n, from results.json's `tasks` section."""
-    table = Table(title=title, title_justify="left")
+    """Task / metric / value ± stderr / n, from results.json's `tasks` section.
+
+    At least as wide as its title: rich wraps a title to the table's width, which would split the
+    run directory's path over two lines."""
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for col, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("± stderr", "right"), ("n", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for task_name, task in results.get("tasks", {}).items():

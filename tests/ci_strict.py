@@ -2,7 +2,7 @@
 
 A skip says "something this test needs is not here". On a developer's laptop that is fine; in CI
 it would let the run go green while the real tests never ran. So, when the `CI` environment
-variable is true (GitHub Actions, GitLab CI and most others set it):
+variable is true (most CI services set it; .ci/run does):
 
 - `unavailable(what)` (the fixtures' way to say a prerequisite is missing) fails instead of skipping;
 - every skip, except the few listed in `EXPECTED_CI_SKIPS`, turns the exit status non-zero, and the
