@@ -54,12 +54,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def score_table(results: dict[str, Any], title: str) -> Table:
-    """Task / metric / value ± stderr / n, from results.json's `tasks` section.
+def titled_table(title: str) -> Table:
+    """A table at least as wide as its title: rich wraps a title to the table's width, which would
+    split a title such as the run directory's path over two lines."""
+    return Table(title=title, title_justify="left", min_width=len(title))
 
-    At least as wide as its title: rich wraps a title to the table's width, which would split the
-    run directory's path over two lines."""
-    table = Table(title=title, title_justify="left", min_width=len(title))
+
+def score_table(results: dict[str, Any], title: str) -> Table:
+    """Task / metric / value ± stderr / n, from results.json's `tasks` section."""
+    table = titled_table(title)
     for col, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("± stderr", "right"), ("n", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for task_name, task in results.get("tasks", {}).items():
