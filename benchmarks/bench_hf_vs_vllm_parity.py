@@ -1,6 +1,6 @@
 """HF vs vLLM on the same model and requests: where do the two backends disagree, and does it matter?
 
-    python benchmarks/bench_hf_vs_vllm_parity.py --data-dir ../shared/data --mmlu 100 --gsm8k 20 [--dtype float32]
+    python benchmarks/bench_hf_vs_vllm_parity.py --data-dir ../shared/data --mmlu 100 --gsm8k 20 [--dtype float32] [--device cuda]
 
 Users report that lm-eval's HF and vLLM paths give different scores; this makes the difference
 visible. MMLU (log-likelihood): per-request |Δ log-prob|, per-question agreement of the chosen
@@ -9,6 +9,7 @@ accuracy of each and McNemar's exact test on the paired per-question correctness
 generation): identical texts, shared prefix, agreement of the extracted answer, accuracy of each
 and the paired test. Greedy texts diverge after the first near-tie token (SmolLM2 has many), so
 identical text is not expected everywhere; the paired test says whether the scores differ.
+`--device` places the HF backend (float32 either way); vLLM runs where its build does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _device import add_device_flag, check_device, device_label
 from bench_backends import REPO, load_requests, run_backend
 
 
@@ -81,11 +83,13 @@ def main() -> None:
     ap.add_argument("--gsm8k", type=int, default=20)
     ap.add_argument("--arc", type=int, default=50, help="ARC-Easy questions (multi-token choices: prompt log-probs)")
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--dtype", default="float32", help="vLLM dtype (HF runs float32 on CPU)")
+    ap.add_argument("--dtype", default="float32", help="vLLM dtype (HF runs float32)")
     ap.add_argument("--tie", type=float, default=0.05, help="near-tie margin in nats")
     ap.add_argument("--mem", type=float, default=0.3)
     ap.add_argument("--enforce-eager", action="store_true")
+    add_device_flag(ap)
     args = ap.parse_args()
+    check_device(args.device)
 
     from evalsuite.backends import models
     from evalsuite.backends.hf import HFBackend
@@ -95,7 +99,7 @@ def main() -> None:
     data["arc_easy"] = load_choice_task("arc_easy", args.data_dir, args.arc)
     path = models.resolve(args.model).path
     results = {}
-    for name, factory in (("hf", lambda: HFBackend(path)),
+    for name, factory in (("hf", lambda: HFBackend(path, dtype="float32", device=args.device)),
                           ("vllm", lambda: VLLMBackend(path, dtype=args.dtype, enforce_eager=args.enforce_eager,
                                                        gpu_memory_utilization=args.mem))):
         backend = factory()
@@ -107,7 +111,7 @@ def main() -> None:
         backend.close()
         results[name] = per_task
 
-    print(f"model {args.model}; vLLM dtype {args.dtype}; HF float32")
+    print(f"model {args.model}; vLLM dtype {args.dtype}; HF float32 on {device_label(args.device)}")
     for name in ("mmlu", "arc_easy"):
         if data[name][1]:
             report_choices(name, data[name][2], results["hf"][name], results["vllm"][name], args.tie)

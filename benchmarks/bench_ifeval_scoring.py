@@ -22,6 +22,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from _device import add_device_flag, note_cpu_only
+
 GPT4 = "ifeval/input_response_data_gpt4_20231107_145030.jsonl"
 
 
@@ -99,7 +101,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--runs", type=int, default=5)
+    add_device_flag(ap, runs_model=False)
     args = ap.parse_args()
+    note_cpu_only(args.device)
     pairs = load(Path(args.data_dir))
     n_inst = sum(len(r["instruction_id_list"]) for r, _ in pairs)
     sides = {"evalsuite": evalsuite_scorer(), "lm-eval (reference)": reference_scorer()}

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from evalsuite.datagen.rouge import RougeIndex, naive_first_at_least, tokenize
 
+from _device import add_device_flag, note_cpu_only
+
 DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -67,7 +69,9 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verify-all", action="store_true", help="also check all N decisions by exhaustive LCS")
+    add_device_flag(ap, runs_model=False)
     args = ap.parse_args()
+    note_cpu_only(args.device)
     if not 1 <= args.naive_n <= args.n:
         ap.error("--naive-n must be between 1 and --n")
     seeds, human = human_instructions()

