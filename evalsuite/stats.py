@@ -96,14 +96,55 @@ class Estimate:
 
 
 def score_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
-    """Mean of per-sample scores with a 95% CI: Wilson for 0/1 scores, normal otherwise."""
+    """Mean of per-sample scores with a 95% CI that stays in the metric's range.
+
+    Wilson for 0/1 scores; a seeded percentile bootstrap for other scores in [0, 1] (partial credit:
+    the normal interval would cross 0 or 1 near the ends); normal otherwise (unbounded scores)."""
     n = len(values)
     mean, se = mean_stderr(values)
     if is_binary(values):
         lo, hi = wilson_ci(int(round(sum(values))), n, confidence)
         return Estimate(mean, lo, hi, n, "wilson")
+    if n >= 2 and all(0.0 <= v <= 1.0 for v in values):
+        import numpy as np
+
+        means = _bootstrap_means(np.asarray(values, dtype=float), 2000, np.random.default_rng(0))
+        lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+        return Estimate(mean, float(lo), float(hi), n, "bootstrap")
     lo, hi = normal_ci(mean, se, confidence)
     return Estimate(mean, lo, hi, n, "normal")
+
+
+def ratio_ci(num: Sequence[float], den: Sequence[float], n_boot: int = 2000, seed: int = 0,
+             confidence: float = 0.95) -> Estimate:
+    """sum(num) / sum(den) with a cluster bootstrap CI: whole clusters (e.g. prompts) are resampled.
+
+    For a mean over sub-items that come in clusters (IFEval's instructions within prompts, MT-Bench's
+    turns within questions, k samples per problem), items of one cluster are not independent: treating
+    them as n independent items makes the interval too narrow."""
+    import numpy as np
+
+    x, w = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    total = float(w.sum())
+    value = float(x.sum()) / total if total else math.nan
+    if len(x) < 2 or not total:
+        return Estimate(value, math.nan, math.nan, len(x), "cluster-bootstrap")
+    ratios = _cluster_ratios(x, w, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return Estimate(value, float(lo), float(hi), len(x), "cluster-bootstrap")
+
+
+def _cluster_ratios(x: Any, w: Any, n_boot: int, rng: Any) -> Any:
+    import numpy as np
+
+    n = len(x)
+    out = []
+    chunk = max(1, 4_000_000 // n)
+    for i in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - i), n), dtype=np.int32)
+        den = w[idx].sum(axis=1)
+        out.append(np.where(den > 0, x[idx].sum(axis=1) / np.where(den > 0, den, 1), np.nan))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------- paired tests
@@ -187,6 +228,39 @@ def _bootstrap_means(d: Any, n_boot: int, rng: Any) -> Any:
     chunk = max(1, 4_000_000 // n)  # ~16 MB of int32 indices at a time
     return np.concatenate([d[rng.integers(0, n, size=(min(chunk, n_boot - i), n), dtype=np.int32)].mean(axis=1)
                            for i in range(0, n_boot, chunk)])
+
+
+def paired_cluster_test(num_a: Sequence[float], den_a: Sequence[float], num_b: Sequence[float],
+                        den_b: Sequence[float], n_boot: int = 10_000, seed: int = 0,
+                        confidence: float = 0.95) -> PairedTest:
+    """Paired cluster bootstrap of ratio_B - ratio_A (ratio = sum(num) / sum(den)) on the same clusters.
+
+    The same cluster indices are drawn for A and B, so pairs stay together and the within-cluster
+    correlation of sub-items is kept. p-value as in `paired_bootstrap` (null-shifted, +1 corrected)."""
+    import numpy as np
+
+    xa, wa, xb, wb = (np.asarray(v, dtype=float) for v in (num_a, den_a, num_b, den_b))
+    if not (len(xa) == len(wa) == len(xb) == len(wb)):
+        raise ValueError("paired cluster test needs equal lengths")
+    n = len(xa)
+    if n == 0 or not wa.sum() or not wb.sum():
+        return PairedTest(math.nan, math.nan, math.nan, math.nan, n, "paired-cluster-bootstrap")
+    observed = float(xb.sum() / wb.sum() - xa.sum() / wa.sum())
+    if np.array_equal(xa, xb) and np.array_equal(wa, wb):
+        return PairedTest(0.0, 0.0, 0.0, 1.0, n, "identical")
+    rng = np.random.default_rng(seed)
+    deltas = []
+    chunk = max(1, 4_000_000 // n)
+    for i in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - i), n), dtype=np.int32)
+        da, db = wa[idx].sum(axis=1), wb[idx].sum(axis=1)
+        ok = (da > 0) & (db > 0)
+        deltas.append((xb[idx].sum(axis=1)[ok] / db[ok]) - (xa[idx].sum(axis=1)[ok] / da[ok]))
+    d = np.concatenate(deltas)
+    lo, hi = np.quantile(d, [(1 - confidence) / 2, (1 + confidence) / 2])
+    extreme = int(np.count_nonzero(np.abs(d - observed) >= abs(observed) - 1e-12))
+    return PairedTest(observed, float(lo), float(hi), min(1.0, (1 + extreme) / (len(d) + 1)), n,
+                      "paired-cluster-bootstrap", details=(("n_boot", n_boot), ("seed", seed)))
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], n_boot: int = 10_000, seed: int = 0,

@@ -186,8 +186,12 @@ def _rows_for(runs: Sequence[RunLog], task: str, group: str | None, per_run: lis
         return entry.groups.get(group, {}) if group is not None else entry.metrics
 
     metrics = list(dict.fromkeys(m for run in runs for m in stored_metrics(run)))
+    clusters = next((e.clusters for run in runs if (e := run.tasks.get(task)) is not None and e.clusters), {})
     rows = []
     for metric in metrics:
+        if metric in clusters:
+            rows.append(_cluster_row(runs, task, group, metric, clusters[metric], per_run, stored_metrics, n_boot, seed))
+            continue
         values = [_values(recs, metric) for recs in per_run]
         estimates = [_estimate(stored_metrics(run).get(metric), v) for run, v in zip(runs, values)]
         tests: list[stats.PairedTest | None] = [None]
@@ -205,6 +209,24 @@ def _rows_for(runs: Sequence[RunLog], task: str, group: str | None, per_run: lis
         rows.append(MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
                               is_diagnostic(metric), all(0.0 <= v <= 1.0 for v in seen)))
     return rows
+
+
+def _cluster_row(runs: Sequence[RunLog], task: str, group: str | None, metric: str, keys: list[str],
+                 per_run: list[list[SampleRecord]], stored_metrics: Any, n_boot: int, seed: int) -> MetricRow:
+    """A mean over clustered sub-items: cluster-bootstrap CIs and a paired cluster test over shared samples."""
+    num, den = keys
+    parts = [(_values(recs, num), _values(recs, den)) for recs in per_run]
+    estimates = [stats.ratio_ci([x[s] for s in x if s in w], [w[s] for s in x if s in w], seed=seed) if x else None
+                 for x, w in parts]
+    tests: list[stats.PairedTest | None] = [None]
+    for i in range(1, len(runs)):
+        (xa, wa), (xb, wb) = parts[0], parts[i]
+        shared = [s for s in xa if s in wa and s in xb and s in wb]
+        tests.append(stats.paired_cluster_test([xa[s] for s in shared], [wa[s] for s in shared], [xb[s] for s in shared],
+                                               [wb[s] for s in shared], n_boot=n_boot, seed=seed) if shared else None)
+    declared = next((m for run in runs if (m := stored_metrics(run).get(metric)) is not None), None)
+    return MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
+                     is_diagnostic(metric), True)
 
 
 def _changed(runs: Sequence[RunLog], task: str, rows: list[MetricRow]) -> list[ChangedSample]:

@@ -294,3 +294,44 @@ def test_checkpoint_level_comparison(tmp_path: Path, capsys: pytest.CaptureFixtu
     base = write_run(tmp_path / "plain", {"t": SynthTask({"acc": a})})
     with pytest.raises(UsageError, match="not a training run with two or more scored checkpoints"):
         load_runs([base])
+
+
+def _clustered(tmp_path: Path, name: str, followed: list[float], counts: list[float]) -> Path:
+    ratio = sum(followed) / sum(counts)
+    extra = {"metrics": {"inst_acc": {"value": ratio, "stderr": None, "n": int(sum(counts))}},
+             "clusters": {"inst_acc": ["inst.followed", "inst.count"]}}
+    return write_run(tmp_path / name, {"ifeval": SynthTask({"inst.followed": followed, "inst.count": counts},
+                                                           extra=extra)}, model=name)
+
+
+def test_clustered_metric_gets_a_paired_cluster_test(tmp_path: Path) -> None:
+    """An instruction-level mean (sub-items clustered in prompts) gets a cluster-bootstrap CI and a paired cluster
+    test, so the gate has a test for it. Catches: "no per-sample scores" (any drop over 1 point failed the gate,
+    noise or not) and instructions treated as independent."""
+    import random
+
+    rng = random.Random(5)
+    counts = [float(rng.randint(1, 3)) for _ in range(60)]
+    base = [float(sum(rng.random() < 0.6 for _ in range(int(c)))) for c in counts]
+    noise = list(base)
+    for i in rng.sample(range(60), 4):  # a few prompts move by one instruction each way
+        noise[i] = max(0.0, min(counts[i], noise[i] + rng.choice((-1.0, 1.0))))
+    worse = [max(0.0, f - 1.0) if i % 2 == 0 else f for i, f in enumerate(base)]
+    a, b, c = _clustered(tmp_path, "a", base, counts), _clustered(tmp_path, "b", noise, counts), _clustered(tmp_path, "c", worse, counts)
+    row = compare(load_runs([a, b, c]), n_boot=2000).find("ifeval", "inst_acc")
+    assert row.tests[1].method == "paired-cluster-bootstrap" and row.estimates[0].method == "cluster-bootstrap"
+    assert row.estimates[0].value == pytest.approx(sum(base) / sum(counts))
+    assert 0.0 <= row.estimates[0].lo < row.estimates[0].value < row.estimates[0].hi <= 1.0
+    assert row.tests[1].pvalue > 0.05, "a few prompts moving both ways is noise"
+    assert row.tests[2].pvalue < 0.01 and row.tests[2].delta < 0, "one instruction lost on half the prompts is not"
+    naive = stats.paired_bootstrap([1.0] * 10 + [0.0] * 10, [1.0] * 9 + [0.0] * 11, n_boot=500)
+    assert naive.method == "paired-bootstrap"
+
+
+def test_partial_credit_ci_stays_in_range() -> None:
+    """Scores in [0, 1] that are not 0/1 get a bootstrap CI inside [0, 1]; the normal one crossed 0 near the end."""
+    values = [0.0] * 18 + [0.5, 0.25]
+    est = stats.score_ci(values)
+    assert est.method == "bootstrap" and 0.0 <= est.lo <= est.value <= est.hi <= 1.0
+    lo, _ = stats.normal_ci(*stats.mean_stderr(values))
+    assert lo < 0.0, "the old interval left the range here"
