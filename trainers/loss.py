@@ -18,6 +18,28 @@ def _inner(model: Any) -> Any:
     return getattr(model, "module", model) if not hasattr(model, "config") else model
 
 
+def distributed_wrapper(model: Any) -> bool:
+    """True under DDP, FSDP (1 or 2) or DeepSpeed: their root forward syncs gradients or gathers the
+    sharded parameters, so calling the decoder directly would bypass it. FSDP-wrapped models still
+    have `.config` (FSDP1 forwards attributes, FSDP2 keeps the class), so the attribute cannot tell."""
+    import torch
+
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    kinds: tuple[type, ...] = (DistributedDataParallel, FullyShardedDataParallel)
+    try:
+        from torch.distributed.fsdp import FSDPModule  # FSDP2 (`fully_shard`)
+
+        kinds += (FSDPModule,)
+    except ImportError:  # older torch: FSDP1 only
+        pass
+    return isinstance(model, kinds) or type(model).__name__ == "DeepSpeedEngine" or any(
+        isinstance(m, kinds) for m in model.modules())
+
+
 def token_loss_sum(model: Any, tensors: dict[str, Any], device: Any) -> Any:
     """Sum of cross-entropy over target tokens; logits are computed only where a target exists.
 
@@ -33,7 +55,7 @@ def token_loss_sum(model: Any, tensors: dict[str, Any], device: Any) -> Any:
     inner = _inner(model)
     cfg = inner.config
     special_head = any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling", "logit_scale"))
-    if special_head or inner is not model:
+    if special_head or inner is not model or distributed_wrapper(model):
         logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[keep]
     else:
         hidden = model.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state
