@@ -13,6 +13,7 @@ from evalsuite import registry
 from evalsuite.errors import UsageError
 from evalsuite.records import Sample
 from evalsuite.rundir import load_run
+from tests.plugin_dist import install_entry_points
 from evalsuite.runner import RunConfig, score_outputs
 from evalsuite.scorers import format as fmt
 
@@ -133,7 +134,6 @@ def test_paragraph_count_property(paragraphs: list[str], sep: str) -> None:
 # ---------------------------------------------------------------------------- the README snippet
 # --8<-- README: a task plugin composing format scorers (keep in sync with the README)
 from evalsuite.records import GenerateRequest, Sample, chat  # noqa: E402, F811
-from evalsuite.registry import task  # noqa: E402
 from evalsuite.scorers.format import combine, json_valid, max_length  # noqa: E402
 from evalsuite.task import Task  # noqa: E402
 
@@ -157,15 +157,15 @@ class PersonCard(Task):
         return combine(json_valid(sample, text, schema=PERSON), max_length(sample, text, n=200))
 
 
-@task("person_card")
-def person_card():
-    return PersonCard()
-
-
+# pyproject.toml of the package:
+# [project.entry-points."evalsuite.tasks"]
+# person_card = "my_package.tasks:PersonCard"
 # --8<--
 
 
-def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path) -> None:
+def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_entry_points(tmp_path / "site", monkeypatch, "person-card",
+                         {"evalsuite.tasks": {"person_card": "tests.test_format_scorers:PersonCard"}})
     outputs = tmp_path / "out.jsonl"
     outputs.write_text(
         json.dumps({"id": "Ada Lovelace", "output": '{"name": "Ada Lovelace", "born": 1815}'})
