@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score outputs made elsewhere, or re-score a run dir (no model)")
     score.add_argument("--outputs", help="JSONL: {id, output} lines or the task's native format")
     score.add_argument("--run-dir", help="an earlier run directory to re-score")
+    score.add_argument("--samples-per-task", type=_samples_per_task, default=1,
+                       help="outputs per sample in the outputs file (pass@k, majority vote), for the tasks that sample")
     _add_common(score)
 
     lst = sub.add_parser("list", help="list plugins: tasks, scorers, backends, judges, reporters")
