@@ -183,3 +183,20 @@ def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path, monkeypat
         "born" in turing.score.explanation["json_valid"]
         and "not of type 'integer'" in turing.score.explanation["json_valid"]
     )
+
+
+def test_format_check_task_resolves_scorers_by_name(tmp_path: Path) -> None:
+    """`format_check`: checks named per line (with options) or by the `checks` task argument, scored by name."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "a", "prompt": "JSON please", "checks": {"json_valid": {}, "max_length": {"n": 20}}}) + "\n"
+        + json.dumps({"id": "b", "prompt": "A list please"}) + "\n"
+    )
+    outputs = tmp_path / "o.jsonl"
+    outputs.write_text(json.dumps({"id": "a", "output": '{"k": 1}'}) + "\n" + json.dumps({"id": "b", "output": "no list"}) + "\n")
+    cfg = RunConfig(tasks=["format_check"], output_dir=str(tmp_path / "runs"), use_cache=False,
+                    task_args={"format_check": {"prompts": str(prompts), "checks": "markdown_list"}})
+    run = load_run(score_outputs(cfg, outputs=str(outputs)))
+    m = run.results["tasks"]["format_check"]["metrics"]
+    assert m["json_valid"]["value"] == 1.0 and m["max_length"]["value"] == 1.0 and m["markdown_list"]["value"] == 0.0
+    assert m["all_pass"]["value"] == 0.5 and m["markdown_list"]["n"] == 1  # only line b asks for a list
