@@ -99,6 +99,16 @@ def broken(kinds: tuple[str, ...] = KINDS) -> list[PluginInfo]:
     return [info for kind in kinds for info in describe(kind) if info.error]
 
 
+_reported: set[str] = set()
+
+
+def newly_broken(kinds: tuple[str, ...] = KINDS) -> list[PluginInfo]:
+    """`broken()` less those already returned here: a process that runs many evaluations warns once."""
+    new = [b for b in broken(kinds) if b.error not in _reported]
+    _reported.update(b.error for b in new if b.error)
+    return new
+
+
 # ---------------------------------------------------------------------------- retired decorators
 def _retired(obj: T) -> T:
     return obj

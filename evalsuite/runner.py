@@ -83,7 +83,7 @@ def build_tasks(names: Sequence[str], task_args: dict[str, Any], ctx: TaskContex
     if doubled:
         raise UsageError(f"--tasks names {', '.join(doubled)} more than once: name each task once")
     args = taskargs.by_task(names, task_args)
-    broken = registry.broken()
+    broken = registry.newly_broken()
     if broken:
         from rich.markup import escape
 
