@@ -38,17 +38,9 @@ def parse_kv(text: str | None, flag: str) -> dict[str, Any]:
 
 
 def _typed(value: str) -> Any:
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+    from evalsuite.taskargs import typed
+
+    return typed(value)
 
 
 def _limit(text: str) -> int:
@@ -59,6 +51,26 @@ def _limit(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"--limit takes a positive whole number of samples, got '{text}'")
     return n
+
+
+def _samples_per_task(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--samples-per-task takes a whole number >= 1 (samples per prompt), got '{text}'")
+    return n
+
+
+def _temperature(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        t = -1.0
+    if not t >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"--temperature takes a number >= 0 (0 is greedy), got '{text}'")
+    return t
 
 
 def _judge_samples(text: str) -> int:
@@ -73,12 +85,15 @@ def _judge_samples(text: str) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite list tasks`)")
-    p.add_argument("--task-args", help="key=value[,key=value] passed to every task factory")
+    p.add_argument("--task-args", help="TASK:key=value[,key=value,TASK2:key=value...] task arguments "
+                   "(a bare key=value only when one task runs)")
+    p.add_argument("-T", dest="task_arg", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="one task argument, e.g. -T mmlu.num_fewshot=0 (repeatable)")
     p.add_argument("--limit", type=_limit, help="evaluate only the first N samples of each task")
     p.add_argument("--data-dir", help="local data tree laid out like shared/data (or EVALSUITE_DATA_DIR)")
     p.add_argument("--output-dir", default="runs", help="where run directories go (default: runs/)")
     p.add_argument("--allow-code-execution", action="store_true", help="allow code tasks to run model code in the sandbox")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, help="seed of the tasks that sample or draw few-shot examples (default 1234)")
     p.add_argument("--judge", help="judge model for LLM-as-judge tasks (any --model spec, e.g. openai:gpt-4o)")
     p.add_argument("--judge-args", help="key=value[,...] for the judge's backend")
     p.add_argument("--judge-samples", type=_judge_samples, metavar="K",
@@ -102,13 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", help="'auto' (default) or a number")
     run.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
     run.add_argument("--max-concurrency", type=int, help="parallel requests in flight (openai backend)")
-    run.add_argument("--samples-per-task", type=int, default=1, help="samples per prompt (pass@k)")
-    run.add_argument("--temperature", type=float, help="sampling temperature for tasks that sample")
+    run.add_argument("--samples-per-task", type=_samples_per_task, default=1,
+                     help="samples per prompt (pass@k, majority vote) for the tasks that sample")
+    run.add_argument("--temperature", type=_temperature, help="sampling temperature (>= 0) for the tasks that sample")
     _add_common(run)
 
     score = sub.add_parser("score", help="score outputs made elsewhere, or re-score a run dir (no model)")
     score.add_argument("--outputs", help="JSONL: {id, output} lines or the task's native format")
     score.add_argument("--run-dir", help="an earlier run directory to re-score")
+    score.add_argument("--samples-per-task", type=_samples_per_task, default=1,
+                       help="outputs per sample in the outputs file (pass@k, majority vote), for the tasks that sample")
     _add_common(score)
 
     lst = sub.add_parser("list", help="list plugins: tasks, scorers, backends, judges, reporters")
@@ -121,7 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tasks(args: argparse.Namespace) -> list[str]:
+    from evalsuite.errors import UsageError
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.seed is not None:
+        from evalsuite import registry, taskargs
+
+        factories = {t: registry.get("tasks", t.partition(":")[0]) for t in tasks}
+        if not taskargs.uses_seed(factories):
+            raise UsageError(f"--seed {args.seed} would change nothing: none of the tasks {', '.join(tasks)} samples "
+                             "or draws examples at random; drop --seed")
+    return tasks
+
+
 def _config(args: argparse.Namespace) -> Any:
+    from evalsuite import taskargs
     from evalsuite.runner import RunConfig
 
     model_args = parse_kv(getattr(args, "model_args", None), "--model-args")
@@ -134,18 +167,19 @@ def _config(args: argparse.Namespace) -> Any:
     options = {"include_path": args.include_path} if args.include_path else {}
     if getattr(args, "judge_samples", None):
         options["judge_samples"] = args.judge_samples  # read by judged tasks not given judge_samples themselves
+    tasks = _tasks(args)
     return RunConfig(
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        tasks=tasks,
         model=getattr(args, "model", None),
         backend=getattr(args, "backend", None),
         model_args=model_args,
-        task_args=parse_kv(args.task_args, "--task-args"),
+        task_args=taskargs.parse(args.task_args, args.task_arg, tasks),
         limit=args.limit,
         data_dir=args.data_dir,
         output_dir=args.output_dir,
         use_cache=not getattr(args, "no_cache", False),
         cache_path=getattr(args, "cache_path", None),
-        seed=args.seed,
+        seed=taskargs.DEFAULT_SEED if args.seed is None else args.seed,
         samples_per_task=getattr(args, "samples_per_task", 1),
         temperature=getattr(args, "temperature", None),
         allow_code_execution=args.allow_code_execution,
@@ -158,16 +192,23 @@ def _config(args: argparse.Namespace) -> Any:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from evalsuite import registry
 
     table = Table("kind", "name", "from", "description", title="evalsuite plugins", title_justify="left")
+    failed = []
     for kind in [args.kind] if args.kind else list(registry.KINDS):
         for info in registry.describe(kind):
-            table.add_row(kind[:-1], info.name, info.origin, info.description)
+            desc = f"[red]error: {escape(info.error)}[/red]" if info.error else escape(info.description)
+            table.add_row(kind[:-1], info.name, info.origin, desc)
+            if info.error:
+                failed.append(info)
     Console().print(table)
-    return 0
+    for info in failed:  # also on stderr, one line each, for logs and scripts
+        print(f"evalsuite: error: {info.error}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:

@@ -32,16 +32,61 @@ def load_hub(path: str, name: str | None = None, split: str = "test", **kwargs: 
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a bad line is a `DataError` naming the file and its line."""
+    return [row for _, row in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line, so that callers can name the line of a bad row."""
+    rows = []
     try:
         with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{n}: expected a JSON object, got a JSON {type(row).__name__}")
+                rows.append((n, row))
+    except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+    return rows
+
+
+def require(row: dict[str, Any], keys: tuple[str, ...], path: Path, line: int) -> None:
+    """A `DataError` naming the file, the line and the missing fields when a row lacks any of `keys`."""
+    missing = [k for k in keys if row.get(k) is None]
+    if missing:
+        raise DataError(f"{path}:{line}: row has no {', '.join(repr(k) for k in missing)} field "
+                        f"(has {', '.join(sorted(row)) or 'nothing'}); fix or remove the line")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
+    return [row for _, row in numbered_csv(path)]
+
+
+def numbered_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row by header) for each CSV record; a row with missing fields names its line."""
+    rows = []
     try:
         with path.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error) as exc:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            start = 2
+            for row in reader:
+                line = start
+                start = reader.line_num + 1
+                if None in row:  # more fields than the header
+                    raise DataError(f"{path}:{line}: {len(header) + len(row[None])} fields, the header has "  # type: ignore[index]
+                                    f"{len(header)} ({','.join(header)}); fix or remove the line")
+                short = [k for k, v in row.items() if v is None]
+                if short:
+                    raise DataError(f"{path}:{line}: missing field(s) {', '.join(short)} (the header is "
+                                    f"{','.join(header)}); fix or remove the line")
+                rows.append((line, row))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+    return rows

@@ -50,7 +50,7 @@ def records_from_outputs(name: str, task: Task, rows: list[dict[str, Any]], ctx:
 
     every = task.load(ctx)
     samples = every[: ctx.limit] if ctx.limit else every
-    texts = task.parse_outputs(rows)
+    texts = task.parse_outputs(rows, every)
     per_prompt = max(1, ctx.samples_per_task)
     doubled = repeated_ids(rows, per_prompt)
     if doubled:

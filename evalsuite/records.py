@@ -23,7 +23,7 @@ class Sample:
     """One evaluation item as the task loads it."""
 
     id: str
-    input: str | list[Message]
+    input: Prompt  # text, or chat messages as a tuple (JSON lists become tuples in `from_json`)
     target: Any = None
     choices: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +102,7 @@ class SampleRecord:
         return {
             "task": self.task,
             "id": self.sample.id,
-            "input": self.sample.input,
+            "input": prompt_to_json(self.sample.input),
             "target": self.sample.target,
             "choices": self.sample.choices,
             "metadata": self.sample.metadata,
@@ -116,7 +116,7 @@ class SampleRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SampleRecord:
-        sample = Sample(d["id"], d["input"], d.get("target"), d.get("choices"), d.get("metadata") or {})
+        sample = Sample(d["id"], as_prompt(d["input"]), d.get("target"), d.get("choices"), d.get("metadata") or {})
         score = Score(d.get("scores") or {}, d.get("answer"), d.get("explanation") or {})
         return cls(
             task=d["task"],
@@ -128,10 +128,21 @@ class SampleRecord:
         )
 
 
+def as_prompt(value: Any) -> Prompt:
+    """A prompt read from JSON (a chat is a list there) as the one in-memory form: str or tuple of messages."""
+    if isinstance(value, str):
+        return value
+    return tuple(dict(m) for m in value)
+
+
+def prompt_to_json(prompt: Prompt) -> str | list[Message]:
+    return prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+
+
 def request_to_json(r: Request) -> dict[str, Any]:
     d = dataclasses.asdict(r)
-    if isinstance(r, GenerateRequest) and not isinstance(r.prompt, str):
-        d["prompt"] = [dict(m) for m in r.prompt]
+    if isinstance(r, GenerateRequest):
+        d["prompt"] = prompt_to_json(r.prompt)
     return d
 
 
@@ -140,9 +151,7 @@ def request_from_json(d: dict[str, Any]) -> Request:
     kind = d.pop("kind")
     if kind == "loglikelihood":
         return LoglikelihoodRequest(**d)
-    prompt = d.pop("prompt")
-    if not isinstance(prompt, str):
-        prompt = tuple(dict(m) for m in prompt)
+    prompt = as_prompt(d.pop("prompt"))
     d["stop"] = tuple(d.get("stop", ()))
     return GenerateRequest(prompt=prompt, **d)
 

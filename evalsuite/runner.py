@@ -37,7 +37,7 @@ class RunConfig:
     model: str | None = None
     backend: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
-    task_args: dict[str, Any] = field(default_factory=dict)
+    task_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # {task: {key: value}}
     limit: int | None = None
     data_dir: str | None = None
     output_dir: str = "runs"
@@ -71,27 +71,47 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------- building blocks
 def build_tasks(names: Sequence[str], task_args: dict[str, Any], ctx: TaskContext) -> dict[str, Task]:
-    """Instantiate each task and check, before any model loads, that it can run."""
+    """Instantiate each task and check, before any model loads, that it can run.
+
+    `task_args` is `{task name: {key: value}}` (a flat `{key: value}` only when one task runs); a
+    key a task does not declare, a sampling flag given to a task that does not sample, or a task
+    named twice is a `UsageError`. Plugins that fail to import are one warning line here.
+    """
+    from evalsuite import taskargs
+
     if not names:
         raise UsageError("no tasks given: pass --tasks NAME[,NAME...] (`evalsuite list` shows them)")
+    doubled = sorted({n for n in names if list(names).count(n) > 1})
+    if doubled:
+        raise UsageError(f"--tasks names {', '.join(doubled)} more than once: name each task once")
+    args = taskargs.by_task(names, task_args)
+    broken = registry.newly_broken()
+    if broken:
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning:[/yellow] {len(broken)} installed plugin(s) fail to import and are unavailable: "
+                      + escape("; ".join(f"{b.kind[:-1]} '{b.name}' from '{b.origin}'" for b in broken))
+                      + " (`evalsuite list` says why)", soft_wrap=True)
     tasks: dict[str, Task] = {}
     for name in names:
         # `provider:sub` names (e.g. lm_eval:hellaswag) go to the provider's factory with `sub` first
         provider, sep, sub = name.partition(":")
         factory = registry.get("tasks", provider if sep else name)
         pos = (sub,) if sep else ()
+        kwargs = taskargs.bind(name, factory, args.get(name, {}), ctx, positional=len(pos))
         try:
-            task = factory(*pos, **task_args)
+            task = factory(*pos, **kwargs)
         except TypeError as exc:
-            raise UsageError(f"task '{name}' does not take --task-args {sorted(task_args)}: {exc}") from exc
-        if getattr(task, "requires_code_execution", False) and not ctx.allow_code_execution:
+            raise UsageError(f"task '{name}' does not take task arguments {sorted(kwargs)}: {exc}") from exc
+        if not isinstance(task, Task):
+            raise UsageError(f"task plugin '{name}' returned {type(task).__name__}, not an evalsuite.task.Task")
+        if task.requires_code_execution and not ctx.allow_code_execution:
             raise UsageError(
                 f"task '{name}' executes model-written code: pass --allow-code-execution to run it "
                 "(it runs in evalsuite's sandbox; read the README's sandbox section first)"
             )
-        check = getattr(task, "check_ready", None)
-        if callable(check):
-            check()
+        task.check_ready()
+        task.setup(ctx)
         tasks[name] = task
     return tasks
 

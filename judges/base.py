@@ -11,7 +11,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from evalsuite.judges.prompts import DEFAULT_RUBRIC, PromptTemplate, load_template
 
@@ -49,9 +49,11 @@ class Judgment:
 
 
 class Judge:
-    """Base class: subclasses set `default_template` and implement `_prompts` and `_decide`."""
+    """Base class of the built-in judges (`evalsuite.protocols.Judge`): subclasses set `default_template`
+    and `pairwise`, and implement `_prompts` and `_decide`."""
 
     default_template = "single"
+    pairwise: ClassVar[bool] = False  # True: items carry answer_a/answer_b
 
     def __init__(self, template: str | None = None, rubric: str | None = None, max_tokens: int = 512,
                  temperature: float | None = None, samples: int = 1, seed: int = 0) -> None:
@@ -106,7 +108,7 @@ class Judge:
             j.log["error"] = j.error
         return j
 
-    def _log_header(self, client: Any) -> dict[str, str]:
+    def log_header(self, client: Any) -> dict[str, str]:
         sampling = {"temperature": self.temperature, "max_tokens": self.max_tokens, "samples": self.samples,
                     "seeds": [self.seed + i for i in range(self.samples)] if self.temperature > 0 else None}
         return {"model": str(client.name), "fingerprint": str(client.fingerprint), "template": self.template.id,
@@ -134,7 +136,7 @@ def run_judges(client: Any, jobs: Sequence[tuple[Judge, JudgeItem]], label: str 
     judgments, pos = [], 0
     for (judge, item), reqs in zip(jobs, per_job):
         if id(judge) not in headers:
-            headers[id(judge)] = judge._log_header(client)
+            headers[id(judge)] = judge.log_header(client)
         header = headers[id(judge)]
         judgments.append(judge.finish(item, outputs[pos: pos + len(reqs)], header))
         pos += len(reqs)

@@ -15,14 +15,15 @@ from typing import Any
 from evalsuite.judges.base import Judge, JudgeItem, Judgment, median_or_none
 from evalsuite.judges.parsing import parse_preference
 
-from evalsuite.registry import judge
 
 SCORE_FOR_X = {("A", False): 1.0, ("B", False): 0.0, ("A", True): 0.0, ("B", True): 1.0}
 
 
-@judge("pairwise", "LLM-as-judge: A vs B vs tie, asked in both orders")
 class PairwiseJudge(Judge):
+    """LLM-as-judge: A vs B vs tie, asked in both orders."""
+
     default_template = "pairwise"
+    pairwise = True
 
     def _prompts(self, item: JudgeItem) -> list[dict[str, Any]]:
         swapped = JudgeItem([{**t, "answer_a": t["answer_b"], "answer_b": t["answer_a"]} for t in item.turns], item.focus)

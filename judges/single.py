@@ -14,11 +14,11 @@ from evalsuite.judges.parsing import parse_rating
 
 from evalsuite.errors import DataError
 from evalsuite.records import GenerateRequest
-from evalsuite.registry import judge
 
 
-@judge("single", "LLM-as-judge: grade one answer 1-10 with a rubric")
 class SingleAnswerJudge(Judge):
+    """LLM-as-judge: grade one answer 1-10 with a rubric."""
+
     default_template = "single"
 
     def _decide(self, item: JudgeItem, texts: list[list[str | None]]) -> Judgment:
@@ -31,8 +31,9 @@ class SingleAnswerJudge(Judge):
         return Judgment(value, None, log)
 
 
-@judge("reference", "LLM-as-judge: grade one answer 1-10 against a reference answer")
 class ReferenceJudge(SingleAnswerJudge):
+    """LLM-as-judge: grade one answer 1-10 against a reference answer."""
+
     default_template = "reference"
 
     def requests(self, item: JudgeItem) -> list[GenerateRequest]:

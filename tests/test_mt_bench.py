@@ -66,8 +66,8 @@ def test_second_turn_carries_the_first_answer(data_dir: Path) -> None:
 
 
 def test_fastchat_temperatures_sample_writing_and_keep_math_greedy(data_dir: Path) -> None:
-    task = MTBench(temperature="fastchat")
-    writing, math = task.load(TaskContext(data_dir=data_dir, seed=7))
+    task = MTBench(temperature="fastchat", seed=7)  # the run's --seed arrives as the seed argument
+    writing, math = task.load(TaskContext(data_dir=data_dir))
     (w,), (m,) = task.requests(writing), task.requests(math)
     assert (w.temperature, w.seed) == (0.7, 7) and (m.temperature, m.seed) == (0.0, None)
     with pytest.raises(UsageError, match="fastchat"):
@@ -161,9 +161,49 @@ def test_single_mode_with_smollm2_judge_then_rescore_from_cache(
         template = "evalsuite/reference" if rec.sample.metadata["category"] == "math" else "evalsuite/single"
         assert expl["turn_1.template"] == template
     results = json.loads((out / rundir.RESULTS).read_text())["tasks"]["mt_bench"]
-    assert set(results["groups"]) == {"math", "writing"} and results["config"]["judge"]["fingerprint"]
+    assert set(results["groups"]) == {"math", "writing"} and results["judge"]["fingerprint"]
     rescored = score_outputs(cfg, run_dir=str(out))
     assert counting.calls == 4  # re-scoring asked the judge nothing: every verdict came from the cache
     again = rundir.load_run(rescored).records
     assert [r.score.values for r in again] == [r.score.values for r in log.records]  # type: ignore[union-attr]
     assert all(r.score.explanation["turn_2.cached"] == "1/1" for r in again)  # type: ignore[union-attr]
+
+
+def test_run_seed_reaches_sampled_answers_and_greedy_records_none(data_dir: Path) -> None:
+    """`--seed` becomes the seed argument of tasks that declare one; a greedy MT-Bench records no seed."""
+    ctx = TaskContext(data_dir=data_dir, seed=99)
+    sampled = runner.build_tasks(["mt_bench"], {"mt_bench": {"temperature": "fastchat"}}, ctx)["mt_bench"]
+    writing = sampled.load(ctx)[0]
+    assert sampled.requests(writing)[0].seed == 99 and sampled.config()["seed"] == 99
+    greedy = runner.build_tasks(["mt_bench"], {}, ctx)["mt_bench"]
+    assert greedy.config()["seed"] is None and greedy.requests(writing)[0].seed is None
+
+
+def test_judges_are_looked_up_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`judge_kind=NAME` resolves in the `evalsuite.judges` group; a judge of the wrong kind or name is a UsageError."""
+    from evalsuite.judges.single import SingleAnswerJudge
+    from evalsuite.tasks.winrate import WinRate
+
+    from tests.plugin_dist import install_entry_points
+
+    install_entry_points(tmp_path, monkeypatch, "strict-judges",
+                         {"evalsuite.judges": {"strict": "evalsuite.judges.single:SingleAnswerJudge"}})
+    task = MTBench(judge_kind="strict")
+    assert type(task._judges["single"]) is SingleAnswerJudge
+    assert set(task.config()["judge"]["judges"]) == {"SingleAnswerJudge", "ReferenceJudge"}
+    with pytest.raises(UsageError, match="needs a judge that grades one answer"):
+        MTBench(judge_kind="pairwise")
+    with pytest.raises(UsageError, match="compares two answers .*pairwise"):
+        WinRate(judge_kind="strict")
+    with pytest.raises(UsageError, match="unknown judge 'singel'.*Did you mean: single"):
+        MTBench(judge_kind="singel")
+
+
+def test_judge_metric_directions_are_declared() -> None:
+    """Judge errors, position bias and length effects are lower-is-better, win and score higher."""
+    task = MTBench(mode="pairwise", baseline="runs/x")
+    for metric in ("judge_error", "inconsistent", "turn_1.inconsistent", "turn_2.length_diff", "lc_length_coef",
+                   "turn_1.first_position_bias"):
+        assert task.metric_higher_is_better(metric) is False, metric
+    assert task.metric_higher_is_better("win") and task.metric_higher_is_better("lc_win_rate")
+    assert task.metric_higher_is_better("turn_1") and MTBench().metric_higher_is_better("score")

@@ -19,7 +19,6 @@ from typing import Any
 
 from evalsuite.errors import UsageError
 from evalsuite.records import Sample, Score
-from evalsuite.registry import scorer
 
 RELATIONS = ("less than", "at least", "at most", "more than", "exactly")
 WORD = re.compile(r"\w+")  # a word is a run of letters/digits/underscore, as in IFEval
@@ -128,9 +127,11 @@ def strip_code_fence(text: str) -> str:
     return match.group(2).strip() if match else s
 
 
-@scorer("json_valid", "the output parses as JSON (optionally valid against a JSON Schema)")
 def json_valid(sample: Sample, text: str, schema: dict[str, Any] | None = None, strip_fence: bool = True) -> Score:
-    """Pass if the output (or its single code fence) is JSON and, given a schema, satisfies it."""
+    """The output parses as JSON (optionally valid against a JSON Schema).
+
+    Pass if the output (or its single code fence) is JSON and, given a schema, satisfies it.
+    """
     body = strip_code_fence(text) if strip_fence else text.strip()
     try:
         value = json.loads(body)
@@ -149,9 +150,11 @@ def json_valid(sample: Sample, text: str, schema: dict[str, Any] | None = None, 
     return _score("json_valid", True, "valid JSON, matches schema", value)
 
 
-@scorer("python_code_block", "a Python code block is present and parses (ast)")
 def python_code_block(sample: Sample, text: str, require_parse: bool = True) -> Score:
-    """Pass if a ```python (or untagged) block is present and, by default, one of them parses."""
+    """A Python code block is present and parses (ast).
+
+    Pass if a ```python (or untagged) block is present and, by default, one of them parses.
+    """
     blocks = [body for lang, body in FENCE.findall(text) if lang.lower() in ("python", "py", "python3", "")]
     if not blocks:
         return _score("python_code_block", False, "no ```python code block")
@@ -167,9 +170,11 @@ def python_code_block(sample: Sample, text: str, require_parse: bool = True) -> 
     return _score("python_code_block", False, f"no block parses ({'; '.join(errors)})", blocks[0])
 
 
-@scorer("markdown_table", "a Markdown table (header, --- separator, rows) is present")
 def markdown_table(sample: Sample, text: str, min_rows: int = 1, columns: int | None = None) -> Score:
-    """Pass if a table has a header, a `---` separator row, at least `min_rows` rows (and `columns`)."""
+    """A Markdown table (header, --- separator, rows) is present.
+
+    Pass if a table has a header, a `---` separator row, at least `min_rows` rows (and `columns`).
+    """
     lines = text.splitlines()
     best: tuple[int, int] | None = None
     for i in range(1, len(lines)):
@@ -193,9 +198,11 @@ def _cells(line: str) -> int:
     return len(line.strip().strip("|").split("|"))
 
 
-@scorer("markdown_list", "a Markdown bullet or numbered list is present")
 def markdown_list(sample: Sample, text: str, min_items: int = 1, ordered: bool | None = None) -> Score:
-    """Pass if at least `min_items` list items (`-`, `*`, `+`, `1.` / `1)`); `ordered` picks a kind."""
+    """A Markdown bullet or numbered list is present.
+
+    Pass if at least `min_items` list items (`-`, `*`, `+`, `1.` / `1)`); `ordered` picks a kind.
+    """
     items = [m for line in text.splitlines() if (m := LIST_ITEM.match(line))]
     if ordered is not None:
         items = [m for m in items if bool(m.group(2)) == ordered]
@@ -205,11 +212,13 @@ def markdown_list(sample: Sample, text: str, min_items: int = 1, ordered: bool |
 
 
 # ---------------------------------------------------------------------------- strings
-@scorer("regex_match", "the output matches a regular expression")
 def regex_match(
     sample: Sample, text: str, pattern: str | None = None, ignore_case: bool = False, fullmatch: bool = False
 ) -> Score:
-    """Pass if `pattern` (default: the target) is found (or, with `fullmatch`, matches the stripped text)."""
+    """The output matches a regular expression.
+
+    Pass if `pattern` (default: the target) is found (or, with `fullmatch`, matches the stripped text).
+    """
     regex = re.compile(_reference(pattern, sample, "pattern"), re.IGNORECASE if ignore_case else 0)
     match = regex.fullmatch(text.strip()) if fullmatch else regex.search(text)
     if match is None:
@@ -217,7 +226,6 @@ def regex_match(
     return _score("regex_match", True, f"matched {_short(match.group(0))}", match.group(0))
 
 
-@scorer("exact_match", "the output equals the target (whitespace-normalised)")
 def exact_match(
     sample: Sample,
     text: str,
@@ -225,7 +233,10 @@ def exact_match(
     ignore_case: bool = False,
     ignore_punctuation: bool = False,
 ) -> Score:
-    """Pass if the whitespace-normalised output equals the target (or any of a list of targets)."""
+    """The output equals the target (whitespace-normalised).
+
+    Pass if the whitespace-normalised output equals the target (or any of a list of targets).
+    """
     refs = _reference(target, sample, "target")
     refs = [refs] if isinstance(refs, str) else [str(r) for r in refs]
     got = _norm(text, ignore_case, ignore_punctuation=ignore_punctuation)
@@ -234,11 +245,13 @@ def exact_match(
     return _score("exact_match", hit is not None, why, got)
 
 
-@scorer("contains", "the output contains a string (or all/any of several)")
 def contains(
     sample: Sample, text: str, needles: str | Sequence[str] | None = None, ignore_case: bool = False, mode: str = "all"
 ) -> Score:
-    """Pass if the output contains every needle (`mode="all"`) or at least one (`mode="any"`)."""
+    """The output contains a string (or all/any of several).
+
+    Pass if the output contains every needle (`mode="all"`) or at least one (`mode="any"`).
+    """
     refs = _reference(needles, sample, "needle")
     refs = [refs] if isinstance(refs, str) else [str(r) for r in refs]
     if mode not in ("all", "any"):
@@ -251,9 +264,11 @@ def contains(
     )
 
 
-@scorer("starts_with", "the output starts with a prefix")
 def starts_with(sample: Sample, text: str, prefix: str | None = None, ignore_case: bool = False) -> Score:
-    """Pass if the output, leading whitespace removed, starts with `prefix` (default: the target)."""
+    """The output starts with a prefix.
+
+    Pass if the output, leading whitespace removed, starts with `prefix` (default: the target).
+    """
     ref = str(_reference(prefix, sample, "prefix"))
     head = text.lstrip()
     ok = _norm(head, ignore_case, strip=False).startswith(_norm(ref.lstrip(), ignore_case, strip=False))
@@ -267,26 +282,28 @@ def _counted(name: str, unit: str, actual: int, relation: str, n: int) -> Score:
     return _score(name, compare(actual, relation, n), f"{actual} {unit}, need {relation} {n}", actual)
 
 
-@scorer("word_count", "the number of words satisfies a relation (at least / at most / exactly ...)")
 def word_count(sample: Sample, text: str, n: int, relation: str = "at least") -> Score:
+    """The number of words satisfies a relation (at least / at most / exactly ...)."""
     return _counted("word_count", "words", count_words(text), relation, n)
 
 
-@scorer("sentence_count", "the number of sentences (Punkt) satisfies a relation")
 def sentence_count(sample: Sample, text: str, n: int, relation: str = "at least") -> Score:
+    """The number of sentences (Punkt) satisfies a relation."""
     return _counted("sentence_count", "sentences", count_sentences(text), relation, n)
 
 
-@scorer("paragraph_count", "the number of paragraphs (blank-line or custom separator) satisfies a relation")
 def paragraph_count(
     sample: Sample, text: str, n: int, relation: str = "exactly", separator: str = "blank_line"
 ) -> Score:
+    """The number of paragraphs (blank-line or custom separator) satisfies a relation."""
     return _counted("paragraph_count", "paragraphs", len(split_paragraphs(text, separator)), relation, n)
 
 
-@scorer("max_length", "the output is at most N characters (or words)")
 def max_length(sample: Sample, text: str, n: int, unit: str = "chars") -> Score:
-    """Pass if the stripped output has at most `n` characters (`unit="chars"`) or words (`"words"`)."""
+    """The output is at most N characters (or words).
+
+    Pass if the stripped output has at most `n` characters (`unit="chars"`) or words (`"words"`).
+    """
     if unit not in ("chars", "words"):
         raise UsageError(f"max_length: unit must be 'chars' or 'words', got {unit!r}")
     size = len(text.strip()) if unit == "chars" else count_words(text)
