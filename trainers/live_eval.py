@@ -17,12 +17,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalsuite.backends import models as model_store
-from evalsuite.backends import require_backend
+from evalsuite.backends import Backend, require_backend
 from evalsuite.backends.hf import HFBackend
 from evalsuite.errors import UsageError
+
+if TYPE_CHECKING:
+    from evalsuite.backends.vllm import VLLMBackend
 
 IN_PROCESS_ARGS = ("batch_size", "max_batch_tokens", "max_length", "prefix_sharing", "min_shared_prefix")
 
@@ -46,7 +49,7 @@ def LiveHFBackend(model: Any, tokenizer: Any, base: model_store.ResolvedModel, c
                                  add_bos_token=add_bos, **model_args)
 
 
-def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: int, model_args: dict[str, Any]) -> Any:
+def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: int, model_args: dict[str, Any]) -> VLLMBackend:
     """The run's one vLLM engine (LoRA on, no adapter): checkpoints are scored via `with_adapter`."""
     from evalsuite.backends.vllm import VLLMBackend, _lora_rank_bucket
 
@@ -56,7 +59,7 @@ def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: in
 
 
 def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_dir: str | None,
-          task_args: dict[str, Any], backend: Any | None = None, model_args: dict[str, Any] | None = None,
+          task_args: dict[str, Any], backend: Backend | None = None, model_args: dict[str, Any] | None = None,
           seed: int = 1234, backend_name: str | None = None) -> tuple[dict[str, float], list[Path]]:
     """Run evalsuite's tasks on a checkpoint; returns ({"task/metric": value}, the eval run dirs).
 

@@ -117,7 +117,10 @@ def check_gguf(path: Path) -> None:
     ("cannot reshape array ..."). gguf's reader parses the header and tensor table; the file size
     must reach the end of the last tensor's data.
     """
-    size = path.stat().st_size
+    st = path.stat()
+    size, memo = st.st_size, (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo in _GGUF_CHECKED:  # parsing the header takes seconds (the vocabulary): once per file
+        return
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -134,6 +137,10 @@ def check_gguf(path: Path) -> None:
     if end > size:
         raise UsageError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}: "
                          "download or copy the file again")
+    _GGUF_CHECKED.add(memo)
+
+
+_GGUF_CHECKED: set[tuple[str, int, int]] = set()
 
 
 def _converted_dir(gguf: Path, name: str) -> Path:
