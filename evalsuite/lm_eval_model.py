@@ -43,11 +43,13 @@ class EvalsuiteLM(LM):
     def __init__(self, model: str, backend: str | None = None, cache: bool | str = True,
                  cache_path: str | None = None, backend_object: Any = None, **model_args: Any) -> None:
         super().__init__()
+        from evalsuite.backends import Backend, require_backend
         from evalsuite.cache import CallCache, NullCache
         from evalsuite.runner import make_backend
 
-        self.backend = backend_object or make_backend(model, backend, model_args)
+        # the cache first: a bad cache path fails before a model loads
         self.cache = CallCache(Path(cache_path) if cache_path else None) if _parse_bool(cache) else NullCache()
+        self.backend: Backend = require_backend(backend_object or make_backend(model, backend, model_args))
         self.spec = model
 
     @classmethod

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evalsuite.backends.hf import HFBackend, _cut_at_stop
+from evalsuite.backends.hf import HFBackend
+from evalsuite.backends.identity import cut_at_stop
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output, chat
 
 SHARED = "The following are questions about numbers and words, with answers.\n\n" + "Q: one plus one? A: two\n\n" * 6
@@ -83,9 +84,9 @@ def test_generation_batched_equals_single_and_stops(tiny_model_dir: Path) -> Non
         assert cut[0].text == text[: text.find(stop)]
 
 
-def test_cut_at_stop() -> None:
-    assert _cut_at_stop("abc Question: x", ("Question:", "zzz")) == "abc "
-    assert _cut_at_stop("abc", ()) == "abc"
+def testcut_at_stop() -> None:
+    assert cut_at_stop("abc Question: x", ("Question:", "zzz")) == "abc "
+    assert cut_at_stop("abc", ()) == "abc"
 
 
 def test_greedy_n_samples_replicated_and_sampling_seeded(tiny_model_dir: Path) -> None:

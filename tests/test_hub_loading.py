@@ -70,7 +70,7 @@ def test_hub_model_fingerprint_follows_the_cached_commit(tmp_path: Path, monkeyp
     """New weights behind the same hub name must not be served old cached answers."""
     import huggingface_hub.constants as hub_constants
 
-    from evalsuite.backends.models import fingerprint
+    from evalsuite.backends.models import weights_hash as fingerprint
 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -75,14 +75,19 @@ def test_train_scores_checkpoints_with_the_runner_and_exports(tmp_path: Path, ti
     assert all(json.loads((run / d / "decontamination.json").read_text()) == decontam
                for s in steps for d in s["eval_runs"])
 
-    # the in-memory evaluation equals loading the saved checkpoint from disk in a fresh backend
+    # the in-memory evaluation equals loading the saved checkpoint from disk in a fresh backend.
+    # Uncached, and both sides computed: served from the cache, the comparison would compare the
+    # cache with itself and miss an in-memory scorer that drifts from HFBackend.
     from evalsuite.rundir import load_run
     from evalsuite.runner import RunConfig, run_eval
 
     live = load_run(run / steps[-1]["eval_runs"][0])
     fresh = load_run(run_eval(RunConfig(tasks=["mmlu"], model=str(run / "checkpoints" / "step-6"), limit=2,
                                         data_dir=str(data_dir), task_args={"num_fewshot": 1}, output_dir=str(tmp_path / "e"),
-                                        model_args={"chat_template": (run / "chat_template.jinja").read_text()})))
+                                        model_args={"chat_template": (run / "chat_template.jinja").read_text()},
+                                        use_cache=False)))
+    assert not any(o.extra.get("cached") for log in (live, fresh) for r in log.records for o in r.outputs)
+    assert (live.results["model"]["engine"], fresh.results["model"]["engine"]) == ("hf-live", "hf")
     live_lp = [o.logprob for r in live.records for o in r.outputs]
     fresh_lp = [o.logprob for r in fresh.records for o in r.outputs]
     assert len(live_lp) == 8 and live_lp == pytest.approx(fresh_lp, abs=1e-4)

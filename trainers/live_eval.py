@@ -1,9 +1,10 @@
 """Scoring checkpoints with evalsuite's own runner, without reloading the model each time.
 
 In-process (CPU default): the model being trained *is* the evaluation model — `LiveHFBackend` is
-the HF backend built around it (adapter active, eval mode), so a checkpoint costs its evaluation
-and nothing else; its fingerprint is the saved checkpoint's, so the call cache never serves one
-checkpoint's answers to another. With `eval.backend: vllm` in process (CPU default for LoRA), one
+the HF backend built around it (`HFBackend.from_loaded`: adapter active, eval mode), so a checkpoint
+costs its evaluation and nothing else; its fingerprint hashes the saved checkpoint on its own
+engine tag (`hf-live`), so the call cache never serves one checkpoint's answers to another, nor
+a fresh load's answers to the in-memory model. With `eval.backend: vllm` in process (CPU default for LoRA), one
 warm vLLM engine with LoRA on serves the whole run and each checkpoint is an adapter on it
 (`VLLMBackend.with_adapter`), so the engine start-up is paid once. Asynchronous (GPU default): a
 child process runs `python -m evalsuite.trainers.live_eval JOB.json`, which loads the saved
@@ -16,41 +17,39 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalsuite.backends import models as model_store
+from evalsuite.backends import Backend, require_backend
 from evalsuite.backends.hf import HFBackend
+from evalsuite.errors import UsageError
+
+if TYPE_CHECKING:
+    from evalsuite.backends.vllm import VLLMBackend
+
+IN_PROCESS_ARGS = ("batch_size", "max_batch_tokens", "max_length", "prefix_sharing", "min_shared_prefix")
 
 
-class LiveHFBackend(HFBackend):
-    """The HF backend over an already loaded (training) model. Mirrors HFBackend.__init__'s fields."""
+def LiveHFBackend(model: Any, tokenizer: Any, base: model_store.ResolvedModel, ckpt: Path, chat_template: str,  # noqa: N802
+                  add_bos: bool, **model_args: Any) -> HFBackend:
+    """The HF backend over the training model itself (`HFBackend.from_loaded`), for one checkpoint.
 
-    def __init__(self, model: Any, tokenizer: Any, base: model_store.ResolvedModel, ckpt: Path,
-                 chat_template: str, add_bos: bool, batch_size: int | str = "auto", max_batch_tokens: int | None = None,
-                 max_length: int | None = None, prefix_sharing: bool = True, min_shared_prefix: int = 32) -> None:
-        import torch
-
-        self._torch = torch
-        self.model, self.tokenizer = model, tokenizer
-        self.device = str(next(model.parameters()).device)
-        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.chat_template = chat_template
-        self.add_bos_token = add_bos
-        self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-        self.batch_size = None if batch_size == "auto" else int(batch_size)
-        self.max_batch_tokens = max_batch_tokens or (16384 if self.device.startswith("cuda") else 2048)
-        self.prefix_sharing, self.min_shared_prefix = prefix_sharing, min_shared_prefix
-        self.model_name = f"{base.name}+{ckpt.name}"
-        self._resolved = model_store.ResolvedModel(self.model_name, base.path, adapter=str(ckpt))
-        self.fingerprint = model_store.fingerprint(base.path, str(ckpt), extra=f"{self.dtype}|{chat_template}|bos={add_bos}|turn_end")
-
-    def close(self) -> None:  # the trainer still needs its model
-        pass
+    Its cache identity is the saved checkpoint's weights on engine `hf-live`, never `hf`: the
+    in-memory model runs in its training dtype (and, for QLoRA, on a 4-bit base), so it need not
+    compute what `HFBackend` loading the checkpoint from disk computes, and neither may serve the
+    other's answers. `eval.model_args` that only apply to loading a model (dtype, device) are refused.
+    """
+    unusable = sorted(set(model_args) - set(IN_PROCESS_ARGS))
+    if unusable:
+        raise UsageError(f"eval.model_args {unusable} cannot apply to the in-process scorer, which scores the training "
+                         f"model as it is loaded: remove them (it takes {', '.join(IN_PROCESS_ARGS)}) or set "
+                         "eval.asynchronous: on to load each checkpoint afresh")
+    resolved = model_store.ResolvedModel(f"{base.name}+{ckpt.name}", base.path, adapter=str(ckpt))
+    return HFBackend.from_loaded(model, tokenizer, resolved, engine="hf-live", chat_template=chat_template,
+                                 add_bos_token=add_bos, **model_args)
 
 
-def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: int, model_args: dict[str, Any]) -> Any:
+def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: int, model_args: dict[str, Any]) -> VLLMBackend:
     """The run's one vLLM engine (LoRA on, no adapter): checkpoints are scored via `with_adapter`."""
     from evalsuite.backends.vllm import VLLMBackend, _lora_rank_bucket
 
@@ -60,7 +59,7 @@ def vllm_engine(base_path: str, chat_template: str, add_bos: bool, lora_rank: in
 
 
 def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_dir: str | None,
-          task_args: dict[str, Any], backend: Any | None = None, model_args: dict[str, Any] | None = None,
+          task_args: dict[str, Any], backend: Backend | None = None, model_args: dict[str, Any] | None = None,
           seed: int = 1234, backend_name: str | None = None) -> tuple[dict[str, float], list[Path]]:
     """Run evalsuite's tasks on a checkpoint; returns ({"task/metric": value}, the eval run dirs).
 
@@ -69,6 +68,8 @@ def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_d
     """
     from evalsuite.runner import RunConfig, run_eval
 
+    if backend is not None:
+        require_backend(backend, "the checkpoint scorer's backend")
     groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
     for name in tasks:
         args = per_task_args(task_args, tasks, name)

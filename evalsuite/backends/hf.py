@@ -16,15 +16,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from evalsuite.backends import Done
+from evalsuite.backends import Done, check_bool, check_choice, check_int, identity
 from evalsuite.backends import models as model_store
 from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
-from evalsuite.errors import BackendError
+from evalsuite.errors import BackendError, UsageError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
 from evalsuite.registry import backend
 
 Row = tuple[tuple[int, ...], list[tuple[int, list[int]]]]  # input tokens, [(request index, continuation)]
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
 @backend("hf", "Hugging Face transformers on CPU/GPU: local folder, GGUF file, hub id or PEFT adapter")
@@ -43,17 +46,20 @@ class HFBackend(LocalTokenization):
         chat_template: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        self.check_options(model, dtype=dtype, device=device, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                           max_length=max_length, add_bos_token=add_bos_token, prefix_sharing=prefix_sharing,
+                           min_shared_prefix=min_shared_prefix, chat_template=chat_template,
+                           trust_remote_code=trust_remote_code)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self._torch = torch
         resolved = model_store.resolve(model)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+            dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+            loaded = AutoModelForCausalLM.from_pretrained(
                 resolved.path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
             )
         except OSError as exc:
@@ -62,32 +68,92 @@ class HFBackend(LocalTokenization):
         if resolved.adapter:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, resolved.adapter)
-        self.model.to(self.device).eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if chat_template or not self.tokenizer.chat_template:
-            self.tokenizer.chat_template = chat_template or CHATML_TEMPLATE
-        model_type = getattr(self.model.config, "model_type", "")
-        # lm-eval adds BOS for Gemma (it degenerates without it) and not for most others.
-        self.add_bos_token = add_bos_token if add_bos_token is not None else model_type.startswith("gemma")
-        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 2048)
+            loaded = PeftModel.from_pretrained(loaded, resolved.adapter)
+        loaded.to(device).eval()
+        self._setup(loaded, tokenizer, resolved, "hf", chat_template, add_bos_token, batch_size, max_batch_tokens,
+                    max_length, prefix_sharing, min_shared_prefix)
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, resolved: model_store.ResolvedModel, *, engine: str = "hf-live",
+                    chat_template: str | None = None, add_bos_token: bool | None = None, batch_size: int | str = "auto",
+                    max_batch_tokens: int | None = None, max_length: int | None = None, prefix_sharing: bool = True,
+                    min_shared_prefix: int = 32) -> HFBackend:
+        """The HF backend around a model already in memory (the trainer's), used as it is.
+
+        Its dtype and device are the model's. `engine` is part of the cache identity: the default
+        `hf-live` keeps its answers apart from HFBackend loading `resolved` from disk, because the
+        in-memory model need not compute what that load computes (training dtype, QLoRA's 4-bit
+        base, weights not yet saved). `resolved` names the weights for the fingerprint.
+        """
+        cls._check_serving_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, max_length=max_length,
+                                   add_bos_token=add_bos_token, prefix_sharing=prefix_sharing,
+                                   min_shared_prefix=min_shared_prefix)
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, resolved, engine, chat_template, add_bos_token, batch_size, max_batch_tokens,
+                    max_length, prefix_sharing, min_shared_prefix)
+        return self
+
+    def _setup(self, model: Any, tokenizer: Any, resolved: model_store.ResolvedModel, engine: str,
+               chat_template: str | None, add_bos_token: bool | None, batch_size: int | str,
+               max_batch_tokens: int | None, max_length: int | None, prefix_sharing: bool, min_shared_prefix: int) -> None:
+        """Every field the backend serves with, for a model loaded here or handed in."""
+        import torch
+
+        self._torch = torch
+        self.model, self.tokenizer, self._resolved, self.engine = model, tokenizer, resolved, engine
+        param = next(model.parameters())
+        self.device = str(param.device)
+        self.dtype = str(param.dtype).removeprefix("torch.")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if chat_template or not tokenizer.chat_template:
+            tokenizer.chat_template = chat_template or CHATML_TEMPLATE
+        model_type = getattr(model.config, "model_type", "")
+        self.add_bos_token = add_bos_token if add_bos_token is not None else identity.default_add_bos(model_type)
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
         self.batch_size = None if batch_size == "auto" else int(batch_size)
-        on_gpu = self.device.startswith("cuda")
-        self.max_batch_tokens = max_batch_tokens or (16384 if on_gpu else 2048)
+        self.max_batch_tokens = max_batch_tokens or (16384 if self.device.startswith("cuda") else 2048)
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
         self.model_name = resolved.name
-        self.dtype = dtype
-        self.fingerprint = model_store.fingerprint(
-            resolved.path, resolved.adapter, extra=f"{dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}|turn_end"
+        quantization = getattr(model.config, "quantization_config", None)
+        self.fingerprint = identity.fingerprint(
+            engine=engine, weights=model_store.weights_hash(resolved.path, resolved.adapter), dtype=self.dtype,
+            quantization=quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
+            chat_template=tokenizer.chat_template, add_bos_token=self.add_bos_token, max_length=self.max_length,
         )
-        self._resolved = resolved
+
+    # ---------------------------------------------------------------- options
+    @classmethod
+    def check_options(cls, model: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,
+                      chat_template: str | None = None, **serving: Any) -> None:
+        """Reject bad `--model-args` before anything loads (a typo must not cost a model load)."""
+        check_choice("dtype", dtype, DTYPES)
+        check_bool("trust_remote_code", trust_remote_code, allow_none=False)
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise UsageError(f"--model-args chat_template={chat_template!r}: expected a Jinja template string")
+        check_device(device)
+        cls._check_serving_options(**serving)
+        model_store.check_spec(model)
+
+    @staticmethod
+    def _check_serving_options(batch_size: Any = "auto", max_batch_tokens: Any = None, max_length: Any = None,
+                               add_bos_token: Any = None, prefix_sharing: Any = True, min_shared_prefix: Any = 32,
+                               **unknown: Any) -> None:
+        if unknown:
+            raise UsageError(f"unknown --model-args {sorted(unknown)} for backend 'hf'")
+        check_int("batch_size", batch_size, allow_none=False, auto=True)
+        check_int("max_batch_tokens", max_batch_tokens)
+        check_int("max_length", max_length, minimum=2)
+        check_int("min_shared_prefix", min_shared_prefix, allow_none=False)
+        check_bool("add_bos_token", add_bos_token)
+        check_bool("prefix_sharing", prefix_sharing, allow_none=False)
 
     # ---------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
         return {
             "backend": "hf",
+            "engine": self.engine,
             "path": self._resolved.path,
             "adapter": self._resolved.adapter,
             "dtype": self.dtype,
@@ -99,7 +165,7 @@ class HFBackend(LocalTokenization):
         }
 
     def close(self) -> None:
-        self.model = None
+        self.model = None  # drops this backend's reference only: a model handed in stays its owner's
 
     # ---------------------------------------------------------------- tokens
     # ---------------------------------------------------------------- loglikelihood
@@ -259,7 +325,7 @@ class HFBackend(LocalTokenization):
             for k in range(n):
                 new = out[b * n + k, width:].tolist()
                 cut = next((j for j, t in enumerate(new) if t in eos_ids or t == pad), len(new))
-                text = _cut_at_stop(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop)
+                text = identity.cut_at_stop(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop)
                 texts.append(text)
                 n_tokens += cut
             results.append((texts, n_tokens))
@@ -288,15 +354,29 @@ class HFBackend(LocalTokenization):
         return StoppingCriteriaList([StopOnStrings()])
 
 
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    """Text before the first stop sequence (generation stops *after* emitting it)."""
-    cut = min((pos for s in stop if (pos := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
-
-
 def _common_prefix(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
     n = min(len(a), len(b), limit)
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def check_device(device: Any) -> None:
+    """`device=cuda` on a machine without a visible GPU fails here, not after the model loads."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--model-args device={device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--model-args device={device}: no CUDA GPU is visible here; use device=cpu or device=auto")
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--model-args device={device}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--model-args device={device}: MPS is not available here; use device=cpu or device=auto")

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.errors import BackendError
+from evalsuite.errors import BackendError, UsageError
 
 
 @dataclass(frozen=True)
@@ -68,22 +68,35 @@ def _gemma3_gguf() -> Path:
 ALIASES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
 
 
-def resolve(spec: str) -> ResolvedModel:
-    """Turn `--model` into something `from_pretrained` can load (converting GGUF once)."""
+def resolve(spec: str, convert: bool = True) -> ResolvedModel:
+    """Turn `--model` into something `from_pretrained` can load (converting GGUF once).
+
+    `convert=False` only checks the spec (paths exist, a GGUF file is whole): what
+    `check_spec` does before any model loads. Its path may then name the GGUF file itself.
+    """
     if spec in ALIASES:
+        if not convert:
+            return ResolvedModel(spec, spec)
         return ResolvedModel(spec, str(convert_gguf(ALIASES[spec](), spec)))
     p = Path(spec).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
             raise BackendError(f"GGUF file not found: {p}")
+        if not convert:
+            if not _converted(p.resolve(), p.stem):
+                check_gguf(p)
+            return ResolvedModel(p.stem, str(p.resolve()))
         return ResolvedModel(p.stem, str(convert_gguf(p.resolve(), p.stem)))
     if p.is_dir():
         adapter_cfg = p / "adapter_config.json"
         if adapter_cfg.is_file():  # a PEFT adapter: evaluate it on its base, unmerged
-            base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            try:
+                base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise BackendError(f"{adapter_cfg} is not valid JSON ({exc}): restore the adapter's config") from None
             if not base:
                 raise BackendError(f"{adapter_cfg} names no base_model_name_or_path")
-            return ResolvedModel(p.name, resolve(base).path, adapter=str(p.resolve()))
+            return ResolvedModel(p.name, resolve(base, convert).path, adapter=str(p.resolve()))
         if not (p / "config.json").is_file():
             raise BackendError(f"{p} is not a model folder (no config.json) nor a PEFT adapter (no adapter_config.json)")
         return ResolvedModel(p.name, str(p.resolve()))
@@ -92,13 +105,61 @@ def resolve(spec: str) -> ResolvedModel:
     return ResolvedModel(spec.split("/")[-1], spec, local=False)  # a hub id: from_pretrained decides
 
 
+def check_spec(spec: str) -> None:
+    """Fail now, before anything loads, on a model spec that cannot load (missing path, bad GGUF)."""
+    resolve(spec, convert=False)
+
+
+def check_gguf(path: Path) -> None:
+    """A GGUF file must start with the GGUF magic and hold every tensor it declares.
+
+    Without this check a truncated download fails deep inside transformers' loader after ~50 s
+    ("cannot reshape array ..."). gguf's reader parses the header and tensor table; the file size
+    must reach the end of the last tensor's data.
+    """
+    st = path.stat()
+    size, memo = st.st_size, (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo in _GGUF_CHECKED:  # parsing the header takes seconds (the vocabulary): once per file
+        return
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise UsageError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes): "
+                         "give a .gguf model file, a model folder or an alias")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of the header means a damaged file
+        raise UsageError(f"{path} is truncated or damaged ({size} bytes; {str(exc).splitlines()[0]}): "
+                         "download or copy the file again") from None
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise UsageError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}: "
+                         "download or copy the file again")
+    _GGUF_CHECKED.add(memo)
+
+
+_GGUF_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def _converted_dir(gguf: Path, name: str) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    return model_cache_dir() / f"{name}-{key}"
+
+
+def _converted(gguf: Path, name: str) -> bool:
+    return (_converted_dir(gguf, name) / "config.json").is_file()
+
+
 def convert_gguf(gguf: Path, name: str) -> Path:
     """An HF-format fp32 copy of a GGUF model, made once and cached by the file's identity."""
     st = gguf.stat()
-    key = hashlib.sha256(f"{gguf}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = model_cache_dir() / f"{name}-{key}"
+    target = _converted_dir(gguf, name)
     if (target / "config.json").is_file():
         return target
+    check_gguf(gguf)
     from rich.console import Console
 
     Console(stderr=True).print(f"[dim]converting {gguf.name} to a cached HF checkpoint (once, ~20 s)...[/dim]")
@@ -122,12 +183,12 @@ def convert_gguf(gguf: Path, name: str) -> Path:
     return target
 
 
-def fingerprint(path: str, adapter: str | None = None, extra: str = "") -> str:
-    """A content hash of the model folder (and adapter): the cache key's model part.
+def weights_hash(path: str, adapter: str | None = None) -> str:
+    """A content hash of the model folder (and adapter): the `weights` of `identity.fingerprint`.
 
     Hashing weights takes ~1 s per GB, so results are remembered per (file, size, mtime).
     """
-    h = hashlib.sha256(extra.encode())
+    h = hashlib.sha256()
     for folder in [path] + ([adapter] if adapter else []):
         p = Path(folder)
         if not p.is_dir():  # hub id: its cached snapshot's commit names the exact weights

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import hashlib
 import os
 import queue
 import random
@@ -25,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from evalsuite.backends import Done
-from evalsuite.errors import BackendError
+from evalsuite.backends import Done, check_choice, check_int, check_number, identity
+from evalsuite.errors import BackendError, UsageError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
 from evalsuite.registry import backend
 
@@ -59,13 +58,12 @@ class OpenAIBackend:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
     ) -> None:
-        if endpoint not in ("auto", "chat", "completions"):
-            raise BackendError(f"endpoint must be auto, chat or completions, got '{endpoint}'")
+        self.check_options(model, base_url=base_url, api_key_env=api_key_env, max_concurrency=max_concurrency,
+                           timeout=timeout, max_retries=max_retries, endpoint=endpoint, prices=prices,
+                           backoff_base=backoff_base, backoff_max=backoff_max)
         self.model_name = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         key = os.environ.get(api_key_env)
-        if not key and not base_url:
-            raise BackendError(f"set {api_key_env} to your API key (or pass --base-url for a local server)")
         self._api_key = key or "EMPTY"  # local servers (vLLM, llama.cpp) accept any key
         self.api_key_env = api_key_env
         self.max_concurrency = max(1, int(max_concurrency))
@@ -77,13 +75,34 @@ class OpenAIBackend:
         self._ll_checked = False
         probe_retries = min(2, self.max_retries)
         self.server_model = self._run(lambda client, emit: self._probe_model(client, probe_retries))
-        ident = f"{model}|{self.base_url}|{(self.server_model or {}).get('id')}|{(self.server_model or {}).get('root')}"
-        self.fingerprint = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        served = self.server_model or {}
+        # what the server says it serves is all we know of its weights, dtype and template;
+        # the endpoint decides how a plain-text prompt is sent (chat wraps it in a user turn)
+        self.fingerprint = identity.fingerprint(engine="openai", weights=f"{model}|{self.base_url}|{served.get('id')}|"
+                                                f"{served.get('root')}", options={"endpoint": endpoint})
+
+    @classmethod
+    def check_options(cls, model: str, base_url: Any = None, api_key_env: Any = "OPENAI_API_KEY", max_concurrency: Any = 8,
+                      timeout: Any = 60.0, max_retries: Any = 5, endpoint: Any = "auto", prices: Any = None,
+                      backoff_base: Any = 1.0, backoff_max: Any = 60.0) -> None:
+        """Reject bad `--model-args` before the first request (no server is contacted here)."""
+        check_choice("endpoint", endpoint, ("auto", "chat", "completions"))
+        if base_url is not None and not (isinstance(base_url, str) and base_url.startswith(("http://", "https://"))):
+            raise UsageError(f"--base-url {base_url!r}: expected an http:// or https:// URL such as http://127.0.0.1:8000/v1")
+        check_int("max_concurrency", max_concurrency, allow_none=False)
+        check_int("max_retries", max_retries, minimum=0, allow_none=False)
+        check_number("timeout", timeout, allow_none=False)
+        check_number("backoff_base", backoff_base, low=-1e-12, allow_none=False)
+        check_number("backoff_max", backoff_max, low=-1e-12, allow_none=False)
+        _parse_prices(prices)
+        if not os.environ.get(str(api_key_env)) and not base_url:
+            raise BackendError(f"set {api_key_env} to your API key (or pass --base-url for a local server)")
 
     # ---------------------------------------------------------------- protocol
     def info(self) -> dict[str, Any]:
         return {
             "backend": "openai",
+            "engine": "openai",
             "base_url": self.base_url,
             "endpoint": self.endpoint,
             "server_model": self.server_model,
@@ -246,7 +265,7 @@ class OpenAIBackend:
                     raise _Failed("the server returned no choices")
                 for choice in resp.choices:
                     text = (choice.message.content if chat else choice.text) or ""
-                    texts.append(_cut_at_stop(text, r.stop))
+                    texts.append(identity.cut_at_stop(text, r.stop))
                     finish.append(getattr(choice, "finish_reason", None))
                 usage = getattr(resp, "usage", None)
                 tokens_in = max(tokens_in, getattr(usage, "prompt_tokens", 0) or 0)
@@ -272,7 +291,7 @@ class OpenAIBackend:
     async def _loglikelihood_one(self, client: Any, r: LoglikelihoodRequest, probe: bool = False) -> Output:
         """Score with echo: the prompt's own token log-probs, continuation tokens found by text offsets."""
         t0 = time.perf_counter()
-        context, continuation = _shift_whitespace(r.context, r.continuation)
+        context, continuation = identity.shift_whitespace(r.context, r.continuation)
         text = context + continuation
         try:
             while True:
@@ -301,12 +320,6 @@ class OpenAIBackend:
 
 
 # -------------------------------------------------------------------- helpers
-def _shift_whitespace(context: str, continuation: str) -> tuple[str, str]:
-    """lm-eval's split: trailing context whitespace belongs to the continuation."""
-    n = len(context) - len(context.rstrip())
-    return (context[:-n], context[-n:] + continuation) if n else (context, continuation)
-
-
 def _continuation_logprob(resp: Any, start: int, end: int) -> tuple[float, bool | None]:
     """Sum the log-probs of the echoed tokens that hold any character of text[start:end]."""
     choices = getattr(resp, "choices", None) or []
@@ -393,7 +406,3 @@ def _parse_prices(prices: Any) -> dict[str, float] | None:
     except (ValueError, KeyError, TypeError):
         raise BackendError(f"prices must be 'INPUT/OUTPUT' USD per 1M tokens (e.g. prices=2.5/10), got {prices!r}") from None
 
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    cut = min((pos for s in stop if (pos := text.find(s)) >= 0), default=len(text))
-    return text[:cut]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from evalsuite.backends import identity
+
 
 class LocalTokenization:
     """Mixin: needs `self.tokenizer` (a transformers tokenizer) and `self.add_bos_token`."""
@@ -30,10 +32,7 @@ class LocalTokenization:
             prefix = self.tokenizer.bos_token_id
             prefix = self.tokenizer.eos_token_id if prefix is None else prefix
             return [prefix], self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
+        context, continuation = identity.shift_whitespace(context, continuation)
         whole = self._encode(context + continuation)
         ctx = self._encode(context)
         return ctx, whole[len(ctx) :]

