@@ -78,8 +78,8 @@ class Verdict:
     """What happened to one program."""
 
     status: Status
-    detail: str = ""
-    stdout: str = ""  # tails
+    detail: str = ""  # the failure explanation, at most DETAIL_CHARS (2,000) characters
+    stdout: str = ""  # tails (Limits.tail_bytes)
     stderr: str = ""
     wall_s: float = 0.0
     peak_rss_bytes: int = 0
