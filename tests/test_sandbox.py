@@ -473,3 +473,37 @@ def test_legitimate_programs_pass_the_integrity_defence(name: str) -> None:
     runs = 8 if name.startswith("thread") else 1  # the joined-thread race showed in ~half of the runs
     verdicts = sandbox.run_many([Job(program, test) for _ in range(runs)], workers=2, limits=LIMITS)
     assert [v.status for v in verdicts] == [Status.PASSED] * runs, [v.detail for v in verdicts]
+
+
+def test_host_files_stay_out_of_samples_and_the_html_report(tmp_path: Path) -> None:
+    """End to end: HumanEval answers that read planted host files (under /opt, the project's tree, a
+    home dir), print them to stderr and raise them as the error are scored like any samples file; the
+    marker is in no file of the run dir (samples.jsonl, results.json) and not in the HTML report."""
+    from evalsuite.reports.compare import compare, load_runs
+    from evalsuite.reports.html import render_html
+    from evalsuite.runner import RunConfig, score_outputs
+    from evalsuite.task import TaskContext
+    from evalsuite.tasks.humaneval import read_problems
+
+    planted = PLANTED[:3]
+    for path in planted:
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        path.write_text(LEAK)
+        path.chmod(0o644)
+    problems = read_problems(TaskContext())[:3]
+    rows = [{"task_id": p["task_id"], "completion": f"    import sys\n    text = open({str(path)!r}).read()\n"
+             "    print(text, file=sys.stderr)\n    raise ValueError(text)\n"} for p, path in zip(problems, planted)]
+    samples_file = tmp_path / "answers.jsonl"
+    samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        cfg = RunConfig(tasks=["humaneval"], output_dir=str(tmp_path / "runs"), use_cache=False, allow_code_execution=True)
+        run_dir = score_outputs(cfg, outputs=str(samples_file))
+        html = render_html(compare(load_runs([str(run_dir), str(run_dir)]), allow_mismatch=True))
+    finally:
+        for path in planted:
+            path.unlink()
+        (Path("/home") / MARK).rmdir()
+    files = {p.name: p.read_text(errors="replace") for p in Path(run_dir).rglob("*") if p.is_file()}
+    for name, text in {**files, "report.html": html}.items():
+        assert LEAK not in text, f"{name} holds a host file's content"
+    assert "No such file" in files["samples.jsonl"]  # the programs ran, and found nothing there
