@@ -2,7 +2,9 @@
 
 All attacks run once, in parallel, in a module fixture (the sandbox pool, 1 s limits); each test
 then checks its attack's verdict and its specific host effect, and the last tests check what the
-whole batch may not leave behind: processes, temp dirs, files, harness memory.
+whole batch may not leave behind: processes, temp dirs, files, harness memory. Programs that read
+instead of write look for marker files planted outside (under /opt, the project's tree, a home dir,
+the host's /tmp) and for another process's command line; no marker may reach any verdict.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ MARK = "evalsuite-attack-" + uuid.uuid4().hex[:10]  # in every hostile process's
 REPO = Path(__file__).resolve().parents[1]
 VICTIM_DIR = Path("/var/tmp") / MARK  # world-writable, so only the read-only mount protects it
 SECRET = "s3cret-" + MARK
+LEAK = "planted-" + uuid.uuid4().hex[:12]  # planted files hold it, a host process has it as argument
+PLANTED = [Path("/opt") / f"{MARK}.txt", REPO / f"{MARK}.txt", Path("/home") / MARK / "notes.txt",
+           Path(tempfile.gettempdir()) / f"{MARK}.txt"]  # world-readable (0644, dirs 0755)
+_READ = "def show(path):\n    text = open(path).read()\n    print(text)\n    raise ValueError(text)\n"
 LIMITS = Limits(timeout_s=1.0, memory_bytes=512 << 20)
 NOT_PASSED = {Status.FAILED, Status.ERROR, Status.TIMEOUT, Status.MEMORY, Status.KILLED}
 OK_FUNC = "def f(x):\n    return x + 1\n"
@@ -138,6 +144,24 @@ ATTACKS: dict[str, tuple[str, str, set[Status]]] = {
         "class Q(collections.Counter):\n    pass\ndef f(x):\n"
         "    return [P(0).b, D().x, C.A.value, sum(Q('ab').values()), fractions.Fraction(1, 2)]\n",
         "import fractions\nassert f(0) == [1, 1, 1, 2, fractions.Fraction(1, 2)]\n", {Status.PASSED}),
+    # reading the host: each prints what it found and puts it in its error message (the failure explanation)
+    "read_opt_file": (_READ + f"show({str(PLANTED[0])!r})\n", "", {Status.ERROR}),
+    "read_project_tree": (_READ + f"show({str(PLANTED[1])!r})\n", "", {Status.ERROR}),
+    "read_home_dir": (_READ + f"show({str(PLANTED[2])!r})\n", "", {Status.ERROR}),
+    "read_host_tmp": (_READ + f"show({str(PLANTED[3])!r})\n", "", {Status.ERROR}),
+    "read_project_source": (_READ + f"show({str(REPO / 'evalsuite' / 'sandbox' / 'layers.py')!r})\n", "", {Status.ERROR}),
+    "read_other_cmdlines": (("import os, sys\nfound = []\nfor pid in os.listdir('/proc'):\n    try:\n"
+                             "        found.append(open(f'/proc/{pid}/cmdline', 'rb').read().decode(errors='replace'))\n"
+                             "    except OSError:\n        pass\nhits = [c for c in found if 'planted-' in c]\n"
+                             "print(hits)\nraise ValueError(f'{len(found)} processes: {hits}')\n"), "", {Status.ERROR}),
+    "walk_host_for_marker": (("import os\nfor top in sorted(os.listdir('/')):\n"
+                              "    if top in ('usr', 'proc', 'sys', 'dev', 'bin', 'sbin', 'lib', 'lib64'):\n        continue\n"
+                              "    for root, dirs, files in os.walk('/' + top):\n        for name in files:\n"
+                              "            try:\n                with open(os.path.join(root, name), errors='replace') as f:\n"
+                              "                    text = f.read(1 << 16)\n            except OSError:\n                continue\n"
+                              "            if 'planted-' in text:\n                print(os.path.join(root, name), text, flush=True)\n"
+                              "                raise ValueError(text)\n"), "", {Status.PASSED, Status.TIMEOUT}),
+    "huge_error_message": ("raise ValueError('x' * 10000)\n", "", {Status.ERROR}),
     "signal_handler_repatches": ("import signal, math\n"
                                  "signal.signal(signal.SIGPROF, lambda *a: setattr(math, 'fabs', lambda x: 0))\n"
                                  "signal.setitimer(signal.ITIMER_PROF, 0.001, 0.001)\n" + WRONG,
@@ -197,6 +221,11 @@ def batch():
     (VICTIM_DIR / "keep").write_text("keep")
     (VICTIM_DIR / "keep").chmod(0o666)
     server = _Server()
+    for path in PLANTED:
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        path.write_text(LEAK)
+        path.chmod(0o644)
+    cmdline_holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", LEAK])
     temp_before = _sandbox_temp_dirs()
     harness = psutil.Process()
     rss_before = harness.memory_info().rss
@@ -209,6 +238,11 @@ def batch():
     after_runs = sandbox.run_program(OK_FUNC, OK_TEST, limits=LIMITS)  # the pool still works after all that
     rss_after = harness.memory_info().rss
     close_all()
+    cmdline_holder.kill()
+    cmdline_holder.wait()
+    for path in PLANTED:
+        path.unlink()
+    (Path("/home") / MARK).rmdir()
     state = {"verdicts": verdicts, "server_accepted": server.accepted, "wall": wall, "marked": marked_after_runs,
              "after_runs": after_runs, "rss_growth": rss_after - rss_before, "temp_before": temp_before,
              "temp_after": _sandbox_temp_dirs()}
@@ -238,9 +272,24 @@ def test_verdict_details(batch) -> None:
     assert "crashed (SIGSEGV)" in v["ctypes_segfault"].detail
     assert v["print_1gb"].wall_s < LIMITS.timeout_s and len(v["print_1gb"].stdout) <= LIMITS.tail_bytes
     assert v["fork_bomb"].status is not Status.PASSED
+    assert "ValueError: xxx" in v["huge_error_message"].detail and len(v["huge_error_message"].detail) <= 2000
+    for name in ("read_opt_file", "read_project_tree", "read_home_dir", "read_host_tmp", "read_project_source"):
+        assert "FileNotFoundError" in v[name].detail or "PermissionError" in v[name].detail, (name, v[name].detail)
+    assert "[]" in v["read_other_cmdlines"].detail
+
+
+def test_no_host_file_or_process_reached_any_output(batch) -> None:
+    """The planted markers (and the project's own source) appear in no verdict: not in its failure
+    explanation, not in the stdout/stderr tails, the text that goes to samples.jsonl and the report."""
+    source_line = (REPO / "evalsuite" / "sandbox" / "layers.py").read_text().splitlines()[0]
+    for name, v in batch["verdicts"].items():
+        for field in ("detail", "stdout", "stderr"):
+            text = getattr(v, field)
+            assert LEAK not in text and source_line not in text, f"{name}.{field} leaked: {text[-300:]!r}"
 
 
 def test_host_files_untouched(batch) -> None:
+    assert not any(path.exists() for path in PLANTED)  # the fixture's own clean-up
     assert not (REPO / MARK).exists()
     assert not Path("/root", MARK).exists()
     assert sorted(p.name for p in VICTIM_DIR.iterdir()) == ["keep"]
@@ -273,47 +322,98 @@ def test_no_leftover_processes_dirs_or_memory(batch) -> None:
 
 def test_isolation_layers_reported() -> None:
     iso = sandbox.isolation()
-    assert "rlimits" in iso.layers and "nonce-verdict" in iso.layers
+    assert {"rlimit:AS", "rlimit:CPU", "rlimit:FSIZE", "rlimit:NOFILE", "nonce-verdict"} <= set(iso.layers)
     if iso.mode == "bwrap":
-        assert {"net-ns:no-interfaces", "pid-ns", "mount-ns:ro-root"} <= set(iso.layers)
+        assert {"net-ns:no-interfaces", "pid-ns", "mount-ns:ro-root", "mount-ns:host-hidden"} <= set(iso.layers)
+
+
+# Fault injection: `setrlimit(RLIMIT_AS, ...)` fails, as on a host that forbids it
+_FAIL_AS = ("import resource as _r\n_real_setrlimit = _r.setrlimit\n"
+            "def _failing_setrlimit(res, value):\n    if res == _r.RLIMIT_AS:\n"
+            "        raise OSError(1, 'injected: setrlimit(RLIMIT_AS) refused')\n    _real_setrlimit(res, value)\n"
+            "_r.setrlimit = _failing_setrlimit\n")
+_BIG_ALLOC = "x = bytearray(400 << 20)\ndef f(x):\n    return x + 1\n"
+
+
+@pytest.mark.parametrize("inject", [False, True])
+def test_a_limit_that_could_not_be_set_is_not_listed(monkeypatch: pytest.MonkeyPatch, inject: bool) -> None:
+    """Each verdict lists only the rlimits its run set: with setrlimit(RLIMIT_AS) failing, a 400 MB
+    allocation under a 256 MB limit passes and "rlimit:AS" is absent; without the fault it is MEMORY
+    and listed. (Catches a sandbox that ignores the failure and still claims the limit.)"""
+    from evalsuite.sandbox import execute
+
+    close_all()
+    if inject:
+        monkeypatch.setattr(execute, "_BOOTSTRAP", _FAIL_AS + execute._BOOTSTRAP)
+    try:
+        v = sandbox.run_program(_BIG_ALLOC, OK_TEST, limits=Limits(timeout_s=5.0, memory_bytes=256 << 20))
+    finally:
+        close_all()
+    assert "rlimit:CPU" in v.layers and "rlimit:FSIZE" in v.layers
+    if inject:
+        assert v.status is Status.PASSED and "rlimit:AS" not in v.layers, (v.status, v.layers)
+    else:
+        assert v.status is Status.MEMORY and "rlimit:AS" in v.layers, (v.status, v.layers)
+
+
+def test_detection_lists_only_the_rlimits_its_probe_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`isolation().layers` (recorded in each code task's config) comes from the probe's own setrlimit calls."""
+    from evalsuite.sandbox import layers
+
+    monkeypatch.setattr(layers, "_CONFINE", _FAIL_AS + layers._CONFINE)
+    layers.detect.cache_clear()
+    try:
+        iso = layers.detect()
+    finally:
+        layers.detect.cache_clear()
+    assert "rlimit:AS" not in iso.layers and "rlimit:CPU" in iso.layers, iso.layers
 
 
 @pytest.mark.parametrize("mode", ["unshare", "none"])
 def test_fallback_modes(mode: str, tmp_path: Path) -> None:
     """The weaker layers still give verdicts, time limits, process cleanup (run in a fresh process);
-    `unshare` also a read-only root: a world-writable host dir outside the work dir stays unwritten."""
+    `unshare` also a read-only root: a world-writable host dir outside the work dir stays unwritten,
+    and a world-readable file under /opt is not there to read (none mode cannot hide it: see `layers`)."""
     mark = f"{MARK}-{mode}"
     victim = Path("/var/tmp") / mark
     victim.mkdir(mode=0o777)
     victim.chmod(0o777)
+    planted = Path("/opt") / f"{mark}.txt"
+    planted.write_text(LEAK)
+    planted.chmod(0o644)
+    jobs = [("def f(x):\n    return x + 1\n", "assert f(1) == 2"), ("while True:\n    pass\n", ""),
+            (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {SLEEPER!r}, {mark!r}],"
+             " start_new_session=True)\nimport time\ntime.sleep(0.3)\n", ""),
+            ("import sys\nsys.exit(0)", "assert False"),
+            (f"open({str(victim / 'pwned')!r}, 'w').write('x')\nopen('mine', 'w').write('ok')", ""),
+            (_READ + f"show({str(planted)!r})\n", "")]
     code = (
-        "import json, warnings\nwarnings.simplefilter('ignore')\nfrom evalsuite.sandbox import Job, Limits, run_many, isolation\n"
-        "jobs = [Job('def f(x):\\n    return x + 1\\n', 'assert f(1) == 2'), Job('while True:\\n    pass\\n'),\n"
-        f"        Job('import subprocess, sys\\nsubprocess.Popen([sys.executable, \"-c\", \"{SLEEPER}\", \"{mark}\"],"
-        " start_new_session=True)\\nimport time\\ntime.sleep(0.3)\\n'),\n"
-        "        Job('import sys\\nsys.exit(0)', 'assert False'),\n"
-        f"        Job('open(\"{victim}/pwned\", \"w\").write(\"x\")\\nopen(\"mine\", \"w\").write(\"ok\")')]\n"
+        "import json, sys, warnings\nwarnings.simplefilter('ignore')\nfrom evalsuite.sandbox import Job, Limits, run_many, isolation\n"
+        "jobs = [Job(p, t) for p, t in json.loads(sys.argv[1])]\n"
         "vs = run_many(jobs, limits=Limits(timeout_s=1.0))\n"
-        "print(json.dumps([isolation().mode, list(isolation().layers)] + [v.status.value for v in vs]))\n")
+        "leaked = any(sys.argv[2] in v.detail + v.stdout + v.stderr for v in vs)\n"
+        "print(json.dumps([isolation().mode, list(isolation().layers), leaked] + [v.status.value for v in vs]))\n")
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                              env={**os.environ, "EVALSUITE_SANDBOX": mode})
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(jobs), LEAK], capture_output=True, text=True,
+                              timeout=60, check=False, env={**os.environ, "EVALSUITE_SANDBOX": mode})
         written = sorted(p.name for p in victim.iterdir())
     finally:
         for p in victim.iterdir():
             p.unlink()
         victim.rmdir()
-    if proc.returncode != 0 and "cannot run" in proc.stderr:
+        planted.unlink()
+    if proc.returncode != 0 and "cannot run" in proc.stderr and "still visible" not in proc.stderr:
         pytest.skip(f"{mode} mode unavailable here: {proc.stderr.strip()[-200:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    got_mode, got_layers, statuses = got[0], got[1], got[2:]
+    got_mode, got_layers, leaked, statuses = got[0], got[1], got[2], got[3:]
     assert [got_mode] + statuses[:4] == [mode, "passed", "timeout", "passed", "failed"]
     if mode == "unshare":
         assert "mount-ns:ro-root" in got_layers
         assert statuses[4] == "error" and written == [], "the unshare sandbox wrote outside its work dir"
+        assert "mount-ns:host-hidden" in got_layers and statuses[5] == "error" and not leaked, "read a host file"
     else:
-        assert "mount-ns:ro-root" not in got_layers  # none mode claims no read-only file system
+        assert {"mount-ns:ro-root", "mount-ns:host-hidden"}.isdisjoint(got_layers)  # none mode claims neither
     time.sleep(0.2)
     assert _marked_processes(mark) == []
     assert not any(Path(tempfile.gettempdir()).glob("evalsuite-sbx-*"))
@@ -373,3 +473,37 @@ def test_legitimate_programs_pass_the_integrity_defence(name: str) -> None:
     runs = 8 if name.startswith("thread") else 1  # the joined-thread race showed in ~half of the runs
     verdicts = sandbox.run_many([Job(program, test) for _ in range(runs)], workers=2, limits=LIMITS)
     assert [v.status for v in verdicts] == [Status.PASSED] * runs, [v.detail for v in verdicts]
+
+
+def test_host_files_stay_out_of_samples_and_the_html_report(tmp_path: Path) -> None:
+    """End to end: HumanEval answers that read planted host files (under /opt, the project's tree, a
+    home dir), print them to stderr and raise them as the error are scored like any samples file; the
+    marker is in no file of the run dir (samples.jsonl, results.json) and not in the HTML report."""
+    from evalsuite.reports.compare import compare, load_runs
+    from evalsuite.reports.html import render_html
+    from evalsuite.runner import RunConfig, score_outputs
+    from evalsuite.task import TaskContext
+    from evalsuite.tasks.humaneval import read_problems
+
+    planted = PLANTED[:3]
+    for path in planted:
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        path.write_text(LEAK)
+        path.chmod(0o644)
+    problems = read_problems(TaskContext())[:3]
+    rows = [{"task_id": p["task_id"], "completion": f"    import sys\n    text = open({str(path)!r}).read()\n"
+             "    print(text, file=sys.stderr)\n    raise ValueError(text)\n"} for p, path in zip(problems, planted)]
+    samples_file = tmp_path / "answers.jsonl"
+    samples_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        cfg = RunConfig(tasks=["humaneval"], output_dir=str(tmp_path / "runs"), use_cache=False, allow_code_execution=True)
+        run_dir = score_outputs(cfg, outputs=str(samples_file))
+        html = render_html(compare(load_runs([str(run_dir), str(run_dir)]), allow_mismatch=True))
+    finally:
+        for path in planted:
+            path.unlink()
+        (Path("/home") / MARK).rmdir()
+    files = {p.name: p.read_text(errors="replace") for p in Path(run_dir).rglob("*") if p.is_file()}
+    for name, text in {**files, "report.html": html}.items():
+        assert LEAK not in text, f"{name} holds a host file's content"
+    assert "No such file" in files["samples.jsonl"]  # the programs ran, and found nothing there

@@ -219,35 +219,6 @@ def test_smollm2_lora_learns(tmp_path: Path, smollm2_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, atol", [("f16", 2e-3), ("q8_0", 5e-2), ("q4_0", 0.1)])
-def test_gguf_export_loads_back_in_evalsuite(tmp_path: Path, tiny_model_dir: Path, monkeypatch, kind: str, atol: float) -> None:
-    """The GGUF file (written with the `gguf` package) loads through evalsuite's HF backend and
-    scores like the model it came from."""
-    from evalsuite.trainers.gguf_export import write_gguf
-
-    from evalsuite.backends.hf import HFBackend
-    from evalsuite.records import LoglikelihoodRequest
-
-    monkeypatch.setenv("EVALSUITE_MODEL_CACHE", str(tmp_path / "models"))
-    from gguf import GGUFReader
-
-    path = write_gguf(tiny_model_dir, tmp_path / f"m-{kind}.gguf", kind)
-    assert kind.upper() in {t.tensor_type.name for t in GGUFReader(path).tensors}
-    reqs = [LoglikelihoodRequest("The capital of France is", " Paris"), LoglikelihoodRequest("2 + 2 =", " 4")]
-
-    def scores(model: str) -> list[float]:
-        out: dict[int, float] = {}
-        HFBackend(model).loglikelihood(reqs, lambda i, o: out.__setitem__(i, o.logprob))
-        return [out[0], out[1]]
-
-    assert scores(str(path)) == pytest.approx(scores(str(tiny_model_dir)), abs=atol)
-    from transformers import AutoTokenizer
-
-    assert AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name).chat_template == \
-        AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
-
-
-@pytest.mark.slow
 def test_full_finetuning_linear_warmup_schedule_and_chatml_in_checkpoints(tmp_path: Path, tiny_model_dir: Path) -> None:
     """method: full trains every weight; the lr follows warmup then linear decay; the run's template
     (ChatML here, chosen over the tokenizer's own) is saved with each checkpoint for evaluation."""

@@ -6,7 +6,10 @@
 
 Everything a program does happens in a separate, isolated process tree (see `layers`); the
 harness never `exec`s model code in its own interpreter. `isolation()` says which layers this
-host gives; tasks record it in their config.
+host gives; tasks record it in their config. What a program prints and the explanation of its
+failure end up in samples.jsonl and the report, so both are capped (stdout/stderr tails of
+`Limits.tail_bytes`, the explanation at 2,000 characters), and bwrap and unshare show a program
+none of the host's files but what Python needs (see `layers`).
 """
 
 from evalsuite.sandbox.execute import Limits, Status, Verdict, run_program

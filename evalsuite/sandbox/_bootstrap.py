@@ -24,7 +24,6 @@ import builtins
 import io
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -42,7 +41,7 @@ try:  # in the sandbox `_integrity.py` is prepended to this script (execute.py);
         quiesce,
         restore,
     )
-    from evalsuite.sandbox._confine import become_subreaper, children_of, read_only_root
+    from evalsuite.sandbox._confine import apply_rlimits, become_subreaper, children_of, hide_host, read_only_root
 except ImportError:
     pass
 
@@ -109,12 +108,10 @@ def guard_calls(source):
 
 
 def run_job(job, report_fd, nonce_fd, snap):
-    """In the child: program, then tests; report one line on `report_fd`. Never returns."""
-    for name, value in job["rlimits"].items():
-        try:
-            resource.setrlimit(getattr(resource, name), (value, value))
-        except (ValueError, OSError, AttributeError):
-            pass  # e.g. RLIMIT_NPROC below the current count: the other layers still apply
+    """In the child: the rlimits set (first line on `report_fd`, before any program code runs), then
+    the program, then its tests; the outcome as the last line on `report_fd`. Never returns."""
+    applied = apply_rlimits(job["rlimits"])  # a limit that cannot be set is not reported, so not listed
+    _write(report_fd, ("LIMITS " + ",".join(applied) + "\n").encode())
     sys.stdin = io.StringIO(job.get("input", ""))
     if "random" in sys.modules:  # preloaded in the template: reseed, or every program draws the same numbers
         sys.modules["random"].seed()
@@ -306,7 +303,9 @@ def handle(job, base, own_pid_ns):
     except BlockingIOError:
         report = ""
     os.close(report_r)
-    last = (report.splitlines() or [""])[-1]
+    lines = report.splitlines() or [""]
+    last = lines[-1] if len(lines) > 1 else ""  # the first line is ours (the rlimits), written before the program
+    rlimits = [n for n in lines[0].removeprefix("LIMITS ").split(",") if n] if lines[0].startswith("LIMITS ") else []
     keep = job["tail_bytes"]
     out, out_size = tail(os.path.join(workdir, ".stdout"), keep)
     err, err_size = tail(os.path.join(workdir, ".stderr"), keep)
@@ -314,14 +313,16 @@ def handle(job, base, own_pid_ns):
     return {"passed": last == "PASS " + nonce, "report": "" if last.startswith("PASS ") else last,
             "forged": last.startswith("PASS ") and last != "PASS " + nonce,
             "status": status, "rss_kb": rss_kb, "timed_out": timed_out, "wall_s": wall,
-            "stdout": out, "stderr": err, "output_bytes": max(out_size, err_size)}
+            "stdout": out, "stderr": err, "output_bytes": max(out_size, err_size), "rlimits": rlimits}
 
 
-def serve(workdir_base, own_pid_ns, ro_root=False):
+def serve(workdir_base, own_pid_ns, ro_root=False, view=None):
     global SUBREAPER, FROZEN_IDS
     import importlib
 
     if ro_root:
+        if view is not None:
+            hide_host(view["keep"], view["hide"])
         read_only_root(workdir_base)
     for name in PRELOAD:
         try:
@@ -354,4 +355,4 @@ def serve(workdir_base, own_pid_ns, ro_root=False):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], sys.argv[2] == "1", sys.argv[3:4] == ["ro"])
+    serve(sys.argv[1], sys.argv[2] == "1", sys.argv[3:4] == ["ro"], json.loads(sys.argv[4]) if sys.argv[4:] else None)

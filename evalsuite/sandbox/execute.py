@@ -37,6 +37,7 @@ _BOOTSTRAP = "\n".join((Path(__file__).parent / name).read_text(encoding="utf-8"
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
 RECYCLE_AFTER = 500  # programs per slot sandbox before a fresh one (bounds what a program can leave in IPC)
 SUPERVISOR_SLACK_S = 5.0  # the template enforces the deadline; the harness waits this much longer
+DETAIL_CHARS = 2000  # a verdict's failure explanation is cut to this (stdout/stderr: Limits.tail_bytes)
 
 
 class Status(str, enum.Enum):
@@ -77,8 +78,8 @@ class Verdict:
     """What happened to one program."""
 
     status: Status
-    detail: str = ""
-    stdout: str = ""  # tails
+    detail: str = ""  # the failure explanation, at most DETAIL_CHARS (2,000) characters
+    stdout: str = ""  # tails (Limits.tail_bytes)
     stderr: str = ""
     wall_s: float = 0.0
     peak_rss_bytes: int = 0
@@ -109,9 +110,7 @@ class Template:
         self.lock = threading.Lock()
         self.runs = 0
         self._buf = b""  # reply bytes read past the last newline
-        # RLIMIT_NPROC: a slot uid owns only this sandbox; a plain user shares the count with all
-        # their processes (approximate); the kernel never enforces it for root
-        self.nproc_base = 0 if self.iso.drop_uid else None if os.geteuid() == 0 else _processes_of(os.getuid())
+        self.nproc_base = nproc_base(self.iso.drop_uid)
 
     def start(self) -> None:
         iso = self.iso
@@ -120,8 +119,8 @@ class Template:
         self.base = None if iso.mode == "bwrap" else _make_workdir(self.uid)
         pid_ns = "1" if iso.mode in ("bwrap", "unshare") else "0"
         argv = [iso.python, "-I", "-S", "-c", _BOOTSTRAP, self.base or "/tmp", pid_ns]
-        if iso.mode == "unshare":
-            argv.append("ro")  # the bootstrap remounts the root read-only (bwrap does it itself)
+        if iso.mode == "unshare":  # the bootstrap hides the host and makes the root read-only (bwrap does it itself)
+            argv += ["ro", *layers.view_args(iso, self.base or "/tmp")]
         # spawned from one long-lived thread: bwrap's --die-with-parent follows the *thread* that
         # forked it, and pool threads come and go
         self.proc = _spawner().submit(
@@ -169,8 +168,9 @@ class Template:
         if self.iso.mode == "none":  # no PID namespace around: catch daemons that left the session
             _kill_uid(self.uid, self.proc.pid)
         status, detail = _classify(reply, limits)
-        return Verdict(status, detail, reply["stdout"], reply["stderr"], reply["wall_s"], reply["rss_kb"] * 1024,
-                       _exit_code(reply["status"]), self.iso.layers)
+        return Verdict(status, detail[:DETAIL_CHARS], reply["stdout"], reply["stderr"], reply["wall_s"],
+                       reply["rss_kb"] * 1024, _exit_code(reply["status"]),
+                       layers.with_rlimits(self.iso.layers, reply.get("rlimits", [])))
 
     def _read_line(self, deadline: float) -> dict[str, Any] | None:
         assert self.proc and self.proc.stdout
@@ -263,6 +263,12 @@ def run_program(program: str, test: str = "", *, entry_point: str | None = None,
            "rlimits": limits.rlimits(slot_sandbox.nproc_base), "timeout_s": limits.timeout_s,
            "grace_s": limits.grace_s, "tail_bytes": limits.tail_bytes}
     return slot_sandbox.run(job, limits)
+
+
+def nproc_base(drop_uid: bool) -> int | None:
+    """RLIMIT_NPROC's base: a slot uid owns only its sandbox (0); a plain user shares the count with
+    all their processes (approximate); root: None (the kernel never enforces it for root)."""
+    return 0 if drop_uid else None if os.geteuid() == 0 else _processes_of(os.getuid())
 
 
 def _exit_code(status: int) -> int:
