@@ -40,7 +40,7 @@ def make_runs(tmp: Path, n: int = 5, models: tuple[str, ...] = ("model-a", "mode
     """Runs of one task with the same sample ids: tricky Markdown, HTML and links in the answers."""
     paths = []
     for m in models:
-        outs = [OUTPUTS[m][i % 5] + (f" ({i})" if i >= 5 else "") for i in range(n)]
+        outs = [OUTPUTS[m][i % 5] + (f"\n\n(variant {i})" if i >= 5 else "") for i in range(n)]
         paths.append(write_run(tmp / m, {"qa": SynthTask({"acc": [1.0] * n}, outputs=outs)}, model=m))
     return paths
 
@@ -287,7 +287,7 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
              ((str(a), str(other)), "different tasks"),
              ((str(a), str(fewer)), "different samples"),
              ((str(a), str(tmp_path / "nope")), "not an evalsuite run directory"),
-             (("import",), "one JSONL or CSV file")]
+             (("import",), "import takes JSONL or CSV files")]
     for argv, words in cases:
         with pytest.raises(UsageError, match=words):
             cli(*argv, "--port", "0")

@@ -85,19 +85,21 @@ def _build(args: argparse.Namespace, paths: list[str], action: str) -> Any:
     from evalsuite.annotate.store import DEFAULT_CRITERIA, Store
     from evalsuite.errors import UsageError
 
-    items_file = args.items or (paths[0] if action == "import" and paths else None)
-    if action == "import" and (not items_file or len(paths) > 1):
-        raise UsageError("import takes one JSONL or CSV file: evalsuite annotate import FILE [--store STORE]")
-    if items_file is None and not paths:
+    files = [args.items] if args.items else paths if action == "import" else []
+    if action == "import" and not files:
+        raise UsageError("import takes JSONL or CSV files: evalsuite annotate import FILE [FILE ...] [--store STORE]")
+    if not files and not paths:
         if args.store and Path(args.store).is_file():
             return Store(args.store)  # serve an existing project
         raise UsageError("no runs given: pass run directories (evalsuite annotate RUN [RUN ...]), --items FILE, "
                          "or --store FILE of an existing project")
-    if items_file:
+    if files:
         mode = args.mode or "likert"
-        items, origin = sources.from_file(items_file, mode, args.prompt_field, _split(args.answer_fields),
-                                          args.id_field, _split(args.label_fields), args.model_field, args.limit)
-        home = Path(items_file).resolve().parent
+        items, origin = sources.from_files(files, mode, prompt_field=args.prompt_field,
+                                           answer_fields=_split(args.answer_fields), id_field=args.id_field,
+                                           label_fields=_split(args.label_fields), model_field=args.model_field,
+                                           limit=args.limit)
+        home = Path(files[0]).resolve().parent
     else:
         mode = args.mode or ("pairwise" if len(paths) > 1 else "likert")
         items, origin = sources.from_runs(paths, mode, args.task, args.shared_only, args.limit)

@@ -122,6 +122,25 @@ def from_file(path: str, mode: str, prompt_field: str = "prompt", answer_fields:
     return items, {"sources": [str(p.resolve())], "task": p.stem, "models": models}
 
 
+def from_files(paths: list[str], mode: str, **kwargs: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Items from several files (e.g. one CSV per model); with more than one file, ids get the file's name."""
+    if len(paths) == 1:
+        return from_file(paths[0], mode, **kwargs)
+    items: list[dict[str, Any]] = []
+    origin: dict[str, Any] = {"sources": [], "task": Path(paths[0]).parent.name or "items", "models": []}
+    for path in paths:
+        its, o = from_file(path, mode, **kwargs)
+        stem = Path(path).stem
+        for it in its:
+            if not kwargs.get("model_field"):  # answers are named after their file, not after a column
+                it["answers"] = [{**a, "model": stem if len(it["answers"]) == 1 else f"{stem}:{a['model']}"}
+                                 for a in it["answers"]]
+            items.append({**it, "key": f"{stem}|{it['key']}", "sample_id": f"{stem}|{it['sample_id']}"})
+        origin["sources"] += o["sources"]
+    origin["models"] = sorted({a["model"] for it in items for a in it["answers"]})
+    return items, origin
+
+
 def _answers(row: dict[str, Any], fields: list[str], model_field: str | None, where: str) -> list[dict[str, Any]]:
     if fields:
         missing = [f for f in fields if not isinstance(row.get(f), str)]

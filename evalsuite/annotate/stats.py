@@ -76,7 +76,7 @@ def bootstrap(fn: Callable[[Any], float], n_items: int, n_boot: int = 1000, seed
 
 
 def _num(v: float) -> float | None:
-    return None if v is None or math.isnan(v) else round(float(v), 6)
+    return None if v is None or math.isnan(v) else float(v)
 
 
 def pair_stats(a: Sequence[Any], b: Sequence[Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
