@@ -85,17 +85,19 @@ def test_cohen_kappa_edge_cases_and_seeded_bootstrap() -> None:
 
 
 def arena_run(tmp: Path, verdicts: dict[str, tuple[float, float, float]]) -> Path:
-    """An arena run as `evalsuite arena` writes it: one record per battle (sample id -> win_a, inconsistent,
-    first_position_bias), model_a = model-a."""
+    """An arena run as `evalsuite arena` writes it: one record per battle (sample id -> model-a's score,
+    inconsistent, first_position_bias); odd samples list model-b first (`arena runs/b runs/a`)."""
     results = runlog.RunResults(kind="arena", model=runlog.ModelInfo(name="arena"), arena=runlog.Arena())
     path = tmp / "arena"
     path.mkdir()
     writer = rundir.RunWriter(path, results)
     records = []
-    for sid, (win, inc, first) in verdicts.items():
-        meta = {"model_a": "model-a", "model_b": "model-b", "sample_id": sid, "turn": 1}
-        records.append(SampleRecord("arena:qa", Sample(f"model-a vs model-b | {sid} | turn 1", "q", metadata=meta),
-                                    [], [], Score({"win_a": win, "inconsistent": inc, "first_position_bias": first})))
+    for n, (sid, (win, inc, first)) in enumerate(verdicts.items()):
+        a, b = ("model-a", "model-b") if n % 2 == 0 else ("model-b", "model-a")
+        win_a = win if a == "model-a" else 1.0 - win
+        meta = {"model_a": a, "model_b": b, "sample_id": sid, "turn": 1}
+        records.append(SampleRecord("arena:qa", Sample(f"{a} vs {b} | {sid} | turn 1", "q", metadata=meta),
+                                    [], [], Score({"win_a": win_a, "inconsistent": inc, "first_position_bias": first})))
     writer.add_task("arena:qa", runlog.TaskResult(n=len(records)), records)
     writer.finish("complete")
     return path
@@ -119,7 +121,8 @@ def test_judge_agreement_and_position_bias(tmp_path: Path) -> None:
         choice = "tie" if v == 0.5 else ("A" if (shown_left == "model-a") == (v == 1.0) else "B")
         lefts += choice == "A"
         store.submit("h1", it["id"], {"choice": choice})
-    got = stats.judge_agreement(store, rundir.load_run(arena_run(tmp_path, judge)).records, n_boot=50)
+    arena = arena_run(tmp_path, judge)
+    got = stats.judge_agreement(store, rundir.load_run(arena).records, n_boot=50)
     # outcomes: agree on qa-0, qa-2, qa-3, qa-5; disagree on qa-1 (judge tie) and qa-4
     assert got["n"] == 6 and got["with_ties"]["agreement"] == pytest.approx(4 / 6)
     h = ["first", "first", "second", "tie", "second", "first"]
@@ -129,3 +132,10 @@ def test_judge_agreement_and_position_bias(tmp_path: Path) -> None:
     assert got["judge_position_inconsistency"] == pytest.approx(2 / 6)
     assert got["judge_first_position_bias"] == pytest.approx(1 / 6)
     assert got["human_left_rate"]["n"] == 5 and got["human_left_rate"]["rate"] == pytest.approx(lefts / 5)
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert run(parser.parse_args(["export", "--store", str(store.path), "--arena", str(arena), "--bootstrap", "50",
+                                  "--output-dir", str(tmp_path / "runs")])) == 0
+    (exported,) = (tmp_path / "runs").iterdir()
+    saved = rundir.load_run(exported).results.human.judge_agreement  # type: ignore[union-attr]
+    assert saved["with_ties"]["agreement"] == got["with_ties"]["agreement"] and saved["n"] == 6

@@ -328,3 +328,56 @@ def test_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "-c", code, str(a), str(b), "--port", str(port)],
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "in use" in proc.stderr
+
+
+SERVE = ("import sys, argparse; from evalsuite.annotate.cli import configure, run\n"
+         "p = argparse.ArgumentParser(); configure(p); sys.exit(run(p.parse_args(sys.argv[1:])))")
+
+
+def test_serve_command_resumes_the_same_store(tmp_path: Path) -> None:
+    """The real `serve` path (bind, uvicorn on that socket) in a subprocess: a vote survives a restart,
+    and the second start reuses the store next to the runs instead of making a new project."""
+    a, b = make_runs(tmp_path, 3)
+
+    def start() -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(a), str(b), "--port", "0"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        for _ in range(3):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if line.startswith("open "):
+                return proc, line.split()[1].rstrip("/")
+        proc.kill()
+        raise AssertionError(proc.stderr.read())  # type: ignore[union-attr]
+
+    proc, url = start()
+    try:
+        item = httpx.get(f"{url}/api/next", params={"annotator": "ann"}, timeout=10).json()["item"]
+        assert httpx.post(f"{url}/api/submit", json={"annotator": "ann", "item": item["id"],
+                                                     "verdict": {"choice": "A"}}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    stores = list(tmp_path.glob("annotate-qa-pairwise-*.sqlite"))
+    assert len(stores) == 1
+    proc, url = start()
+    try:
+        assert httpx.get(f"{url}/api/progress", params={"annotator": "ann"}, timeout=10).json()["done"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert list(tmp_path.glob("annotate-*.sqlite")) == stores
+
+
+def test_export_command_writes_a_human_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = new_store(tmp_path, n=3)
+    with pytest.raises(UsageError, match="no judgments yet"):
+        cli("export", "--store", str(store.path))
+    for ann in ("x", "y"):
+        while (item := store.next_item(ann)) is not None:
+            store.submit(ann, item["id"], {"choice": "A" if item["id"] % 2 else "B"})
+    assert cli("export", "--store", str(store.path), "--output-dir", str(tmp_path / "runs"), "--bootstrap", "20") == 0
+    out = Path(capsys.readouterr().out.split("-> ")[-1].strip())
+    log = rundir.load_run(out)
+    assert log.results.kind == "human" and log.results.human.annotators == ["x", "y"]  # type: ignore[union-attr]
+    assert log.results.human.agreement["pairs"]["x | y"]["n"] == 3  # type: ignore[union-attr]
+    assert len(log.records) == 6

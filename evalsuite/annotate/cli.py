@@ -165,18 +165,16 @@ def _export(args: argparse.Namespace, paths: list[str]) -> int:
     store = Store(args.store)
     if not store.judgments():
         raise UsageError(f"{args.store} holds no judgments yet: nothing to export")
-    out = write_export(store, args.output_dir, n_boot=args.bootstrap, seed=args.seed)
+    extra = {}
     if args.arena:
         from evalsuite.annotate.stats import judge_agreement
 
         log = rundir.load_run(args.arena)
         if log.results.kind != "arena":
-            raise UsageError(f"--arena {args.arena} is not an arena run (kind {log.results.kind})")
-        result = judge_agreement(store, log.records, n_boot=args.bootstrap, seed=args.seed)
-        exported = rundir.load_run(out)
-        human = exported.results.human
-        setattr(human, "judge_agreement", result)
-        rundir.write_json(out / rundir.RESULTS, exported.results.to_json())
-        print(json.dumps({"judge_agreement": result}, indent=2))
+            raise UsageError(f"--arena {args.arena} is not an arena run (kind {log.results.kind}); pass the run dir "
+                             "`evalsuite arena` wrote")
+        extra["judge_agreement"] = judge_agreement(store, log.records, n_boot=args.bootstrap, seed=args.seed)
+        print(json.dumps(extra, indent=2))
+    out = write_export(store, args.output_dir, n_boot=args.bootstrap, seed=args.seed, extra=extra)
     print(f"{len(store.judgments())} judgments by {len(store.progress()['annotators'])} annotators -> {out}")
     return 0

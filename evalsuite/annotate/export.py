@@ -79,12 +79,14 @@ def summarize(store: Store, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]
     return out
 
 
-def write_export(store: Store, output_dir: str | Path, n_boot: int = 1000, seed: int = 0) -> Path:
-    """A run dir (kind "human") holding the summary and one sample record per live judgment."""
+def write_export(store: Store, output_dir: str | Path, n_boot: int = 1000, seed: int = 0,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """A run dir (kind "human") holding the summary (plus `extra` keys, e.g. judge agreement) and one
+    sample record per live judgment."""
     from evalsuite import rundir, runlog
     from evalsuite.records import Sample, SampleRecord, Score
 
-    summary = summarize(store, n_boot, seed)
+    summary = {**summarize(store, n_boot, seed), **(extra or {})}
     name = str(store.project.get("name") or "annotate")
     out = rundir.new_run_dir(output_dir, "human", [name])
     task = f"human:{store.project.get('task') or name}"

@@ -237,6 +237,13 @@ class Store:
         now = time.time()
         if elapsed_ms is not None and (isinstance(elapsed_ms, bool) or not isinstance(elapsed_ms, int) or elapsed_ms < 0):
             raise Invalid(f"elapsed_ms must be a whole number of milliseconds >= 0, got {elapsed_ms!r}")
+        try:
+            return self._insert_row(annotator, item_id, kind, verdict, result, shown, elapsed_ms, now)
+        except sqlite3.IntegrityError:  # the unique index: a second live row for this item and annotator
+            raise Conflict(f"{annotator} has already judged item {item_id}; undo it first to change it") from None
+
+    def _insert_row(self, annotator: str, item_id: int, kind: str, verdict: Any, result: Any, shown: list[str],
+                    elapsed_ms: int | None, now: float) -> int:
         with self._write() as db:
             live = db.execute("SELECT id, kind FROM judgments WHERE item_id = ? AND annotator = ? AND undone = 0",
                               (item_id, annotator)).fetchone()
