@@ -189,3 +189,43 @@ def test_likert_and_ranking_by_keyboard(browser: Any, tmp_path: Path) -> None:
     j = rank.judgments()[0]
     assert j["verdict"] == {"ranking": ["A", "C", "B"]}
     assert j["result"]["ranking"] == [j["shown"][0], j["shown"][2], j["shown"][1]]
+
+
+def test_xstest_labels_and_multi_turn(browser: Any, tmp_path: Path) -> None:
+    """Real XSTest answers (Markdown, code) imported for a refusal label: one key picks it; MT-Bench-like
+    runs show each turn's question with both answers to it."""
+    import argparse
+
+    from evalsuite.annotate.cli import configure, run
+    from tests.conftest import SHARED_DATA
+    from tests.test_annotate_api import multi_turn_run
+
+    csv = SHARED_DATA / "xstest" / "model_completions" / "xstest_v2_completions_gpt4.csv"
+    if not csv.is_file():
+        pytest.skip("XSTest not in shared/data (set EVALSUITE_DATA_DIR)")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    run(parser.parse_args(["import", str(csv), "--store", str(tmp_path / "x.sqlite"), "--answer-fields", "completion",
+                           "--criteria", "", "--labels", "full_compliance,full_refusal,partial_refusal",
+                           "--limit", "3", "--seed", "2"]))
+    store = Store(tmp_path / "x.sqlite")
+    with serving(store) as url:
+        w = Watched(browser, f"{url}/?annotator=erin")
+        w.page.keyboard.press("1")
+        w.shot("annotate-labels.png", tmp_path)
+        w.press("Enter")
+        assert w.problems == [], w.problems
+        w.context.close()
+    assert [j["verdict"]["label"] for j in store.judgments()] == ["full_compliance"]
+    runs = [str(multi_turn_run(tmp_path, m)) for m in ("m1", "m2")]
+    items, origin = sources.from_runs(runs, "pairwise")
+    mt = Store.create(tmp_path / "mt.sqlite", {"name": "mt_bench", "mode": "pairwise", **origin}, items)
+    with serving(mt) as url:
+        w = Watched(browser, f"{url}/?annotator=erin")
+        assert [t.inner_text() for t in w.page.query_selector_all(".turn-label")] == ["TURN 1", "TURN 2"]
+        assert len(w.page.query_selector_all(".answer")) == 4  # two answers per turn
+        w.shot("annotate-multiturn.png", tmp_path)
+        w.press("2")
+        assert w.problems == [], w.problems
+        w.context.close()
+    assert [j["verdict"]["choice"] for j in mt.judgments()] == ["B"]

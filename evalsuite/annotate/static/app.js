@@ -110,9 +110,11 @@ function render(item) {
     likert = {scores: {}, label: null};
     focusIdx = 0;
     const table = el("table", {class: "likert"});
-    const head = el("tr", {}, el("th", {text: "criterion"}));
-    for (let s = 1; s <= 5; s++) head.append(el("th", {text: String(s)}));
-    table.append(head);
+    if (project.criteria.length) {
+      const head = el("tr", {}, el("th", {text: "criterion"}));
+      for (let s = 1; s <= 5; s++) head.append(el("th", {text: String(s)}));
+      table.append(head);
+    }
     for (const c of project.criteria) {
       const row = el("tr", {"data-criterion": c}, el("td", {text: c}));
       for (let s = 1; s <= 5; s++) {
