@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
+from evalsuite import rundir
 from evalsuite.annotate import human_battles, sources
+from evalsuite.annotate.export import write_export
 from evalsuite.annotate.store import Store
 from tests.test_annotate_api import make_runs, serving
 
@@ -144,6 +146,13 @@ def test_pairwise_by_keyboard_resume_second_annotator_undo(browser: Any, tmp_pat
     for j in store.judgments():
         stored[j["annotator"]][j["item_id"]] = j["verdict"]["choice"]
     assert stored == pressed
+    exported: dict[str, dict[int, str]] = {"alice": {}, "bob": {}}
+    log = rundir.load_run(write_export(store, tmp_path / "runs", n_boot=20))
+    ids = {it["key"]: it["id"] for it in store.items()}
+    for r in log.records:
+        meta = r.sample.metadata
+        exported[meta["annotator"]][ids[meta["item"]]] = meta["verdict"]["choice"]
+    assert exported == pressed, "the exported run dir holds exactly the keys pressed"
     assert len(human_battles(store.path)) == len(pressed["alice"]) + len(pressed["bob"])
     assert len(store.judgments(kind="skip")) == 1
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -125,35 +126,56 @@ def create_app(store: Store, token: str | None = None, host: str = "127.0.0.1") 
         p = store.project
         return _json({k: p.get(k) for k in ("name", "mode", "criteria", "labels", "n_items", "task", "id")})
 
+    # SQLite calls block (a lock held by another process waits up to 30 s): they run in the thread pool,
+    # so one slow write never stalls the other annotators' requests.
     async def next_item(request: Request) -> Response:
         annotator = request.query_params.get("annotator", "")
-        item = store.next_item(annotator)
-        return _json({"item": view(store, item) if item else None, "progress": store.progress(annotator.strip())})
+
+        def work() -> dict[str, Any]:
+            item = store.next_item(annotator)
+            return {"item": view(store, item) if item else None, "progress": store.progress(annotator.strip())}
+
+        return _json(await run_in_threadpool(work))
 
     async def submit(request: Request) -> Response:
         data = await body(request)
-        jid = store.submit(data.get("annotator", ""), item_id(data), data.get("verdict"), data.get("elapsed_ms"))
-        return _json({"ok": True, "judgment": jid, "progress": store.progress(str(data["annotator"]).strip())})
+
+        def work() -> dict[str, Any]:
+            jid = store.submit(data.get("annotator", ""), item_id(data), data.get("verdict"), data.get("elapsed_ms"))
+            return {"ok": True, "judgment": jid, "progress": store.progress(str(data["annotator"]).strip())}
+
+        return _json(await run_in_threadpool(work))
 
     async def skip(request: Request) -> Response:
         data = await body(request)
-        store.skip(data.get("annotator", ""), item_id(data))
-        return _json({"ok": True, "progress": store.progress(str(data["annotator"]).strip())})
+
+        def work() -> dict[str, Any]:
+            store.skip(data.get("annotator", ""), item_id(data))
+            return {"ok": True, "progress": store.progress(str(data["annotator"]).strip())}
+
+        return _json(await run_in_threadpool(work))
 
     async def undo(request: Request) -> Response:
         data = await body(request)
-        item = store.undo(data.get("annotator", ""))
-        return _json({"ok": True, "item": item, "progress": store.progress(str(data["annotator"]).strip())})
+
+        def work() -> dict[str, Any]:
+            item = store.undo(data.get("annotator", ""))
+            return {"ok": True, "item": item, "progress": store.progress(str(data["annotator"]).strip())}
+
+        return _json(await run_in_threadpool(work))
 
     async def progress(request: Request) -> Response:
         annotator = request.query_params.get("annotator")
-        return _json(store.progress(annotator.strip() if annotator else None))
+        return _json(await run_in_threadpool(store.progress, annotator.strip() if annotator else None))
 
     async def export(request: Request) -> Response:
         from evalsuite.annotate.export import summarize
 
-        return _json({"project": store.project, "summary": summarize(store),
-                      "judgments": store.judgments(include_undone=True, kind=None)})
+        def work() -> dict[str, Any]:
+            return {"project": store.project, "summary": summarize(store),
+                    "judgments": store.judgments(include_undone=True, kind=None)}
+
+        return _json(await run_in_threadpool(work))
 
     async def error(request: Request, exc: Exception) -> Response:
         status = 409 if isinstance(exc, Conflict) else 400

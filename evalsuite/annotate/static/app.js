@@ -218,6 +218,7 @@ async function act(fn) {
     await load();
   } catch (err) {
     say(err.message);
+    if (err.status === 409) await load().catch(() => {});  // judged elsewhere (another tab): show what is next
     document.body.dataset.state = current ? "ready" : "done";
   } finally {
     busy = false;
