@@ -52,6 +52,7 @@ def test_xstest_annotator_kappa_through_import_equals_sklearn(tmp_path: Path) ->
 
 
 def test_fleiss_kappa_matches_statsmodels() -> None:
+    """The hand-written Fleiss' kappa equals statsmodels' on random tables of several shapes."""
     from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
 
     rng = np.random.default_rng(3)
@@ -78,6 +79,7 @@ def test_krippendorff_alpha_with_missing_labels_matches_the_package() -> None:
 
 
 def test_cohen_kappa_edge_cases_and_seeded_bootstrap() -> None:
+    """Kappa of one shared label is 1 (not nan); the bootstrap CI is repeatable and holds the estimate."""
     assert stats.cohen_kappa(["x", "x"], ["x", "x"]) == 1.0  # sklearn says nan: one label, full agreement
     a, b = list("aabbabab" * 5), list("aabbbbaa" * 5)
     s1, s2 = stats.pair_stats(a, b, n_boot=100, seed=7), stats.pair_stats(a, b, n_boot=100, seed=7)

@@ -196,6 +196,7 @@ def test_undo_skip_resume_and_closed_browser(tmp_path: Path) -> None:
 
 
 def test_bad_requests_are_400_with_a_message(tmp_path: Path) -> None:
+    """Unknown verdicts, empty annotator names, unknown items, non-JSON bodies: 400 with a message, nothing stored."""
     store = new_store(tmp_path, n=2)
     with serving(store) as url, httpx.Client(base_url=url) as c:
         item = c.get("/api/next", params={"annotator": "ann"}).json()["item"]["id"]
@@ -267,6 +268,7 @@ def test_likert_and_ranking_verdicts(tmp_path: Path) -> None:
 
 
 def test_multi_turn_answers_are_shown_as_turns(tmp_path: Path) -> None:
+    """MT-Bench records (one output per turn) become items with every turn's question and each run's reply."""
     from evalsuite.annotate import sources
 
     runs = [str(multi_turn_run(tmp_path, m)) for m in ("m1", "m2")]
@@ -280,6 +282,8 @@ def test_multi_turn_answers_are_shown_as_turns(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- bad input: one clear line
 def test_cli_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    """No runs, runs of different tasks or sample sets, a missing run, a public host without a token (refused
+    before a store is made), a store of another project, a file that is not a store: each a `UsageError`."""
     a, b = make_runs(tmp_path, 4)
     other = write_run(tmp_path / "other", {"gsm8k": SynthTask({"acc": [1.0] * 4})}, model="m")
     fewer = write_run(tmp_path / "fewer", {"qa": SynthTask({"acc": [1.0] * 3})}, model="m3")
@@ -369,6 +373,7 @@ def test_serve_command_resumes_the_same_store(tmp_path: Path) -> None:
 
 
 def test_export_command_writes_a_human_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export` refuses an empty project, then writes a kind-"human" run dir with agreement between annotators."""
     store = new_store(tmp_path, n=3)
     with pytest.raises(UsageError, match="no judgments yet"):
         cli("export", "--store", str(store.path))
