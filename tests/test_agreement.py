@@ -84,6 +84,11 @@ def test_cohen_kappa_edge_cases_and_seeded_bootstrap() -> None:
     a, b = list("aabbabab" * 5), list("aabbbbaa" * 5)
     s1, s2 = stats.pair_stats(a, b, n_boot=100, seed=7), stats.pair_stats(a, b, n_boot=100, seed=7)
     assert s1 == s2 and s1["kappa_ci"][0] <= s1["kappa"] <= s1["kappa_ci"][1]
+    # the vectorised bootstrap equals the plain loop over sklearn's kappa on the same resamples
+    slow = stats.bootstrap(lambda i: stats.cohen_kappa([a[j] for j in i], [b[j] for j in i]), len(a), 100, seed=7)
+    assert s1["kappa_ci"] == pytest.approx(list(slow), abs=1e-12)
+    slow_pa = stats.bootstrap(lambda i: stats.percent_agreement([a[j] for j in i], [b[j] for j in i]), len(a), 100, 7)
+    assert s1["agreement_ci"] == pytest.approx(list(slow_pa), abs=1e-12)
 
 
 def arena_run(tmp: Path, verdicts: dict[str, tuple[float, float, float]]) -> Path:

@@ -79,14 +79,40 @@ def _num(v: float) -> float | None:
     return None if v is None or math.isnan(v) else float(v)
 
 
+def _boot_kappas(a: Any, b: Any, n_boot: int, seed: int) -> tuple[Any, Any]:
+    """Agreement and Cohen's kappa of every bootstrap resample at once (numpy; the same resamples as
+    `bootstrap` draws, so it equals that loop over `cohen_kappa`, about 100x faster on thousands of items)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    ra, rb = a[idx], b[idx]
+    po = np.mean(ra == rb, axis=1)
+    pe = np.zeros(n_boot)
+    for k in np.union1d(a, b):
+        pe += np.mean(ra == k, axis=1) * np.mean(rb == k, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(pe == 1.0, np.where(po == 1.0, 1.0, np.nan), (po - pe) / (1.0 - pe))
+    return po, kappa
+
+
+def _ci(values: Any, confidence: float = 0.95) -> list[float | None]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return [None, None]
+    tail = (1 - confidence) / 2 * 100
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]
+
+
 def pair_stats(a: Sequence[Any], b: Sequence[Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Percent agreement and Cohen's kappa of two raters on the same items, each with a CI."""
+    """Percent agreement and Cohen's kappa (scikit-learn) of two raters on the same items, each with a CI."""
     a, b = list(a), list(b)
-    pa = percent_agreement(a, b)
-    k = cohen_kappa(a, b)
-    pa_ci = bootstrap(lambda i: percent_agreement([a[j] for j in i], [b[j] for j in i]), len(a), n_boot, seed)
-    k_ci = bootstrap(lambda i: cohen_kappa([a[j] for j in i], [b[j] for j in i]), len(a), n_boot, seed)
-    return {"n": len(a), "agreement": _num(pa), "agreement_ci": list(pa_ci), "kappa": _num(k), "kappa_ci": list(k_ci)}
+    out: dict[str, Any] = {"n": len(a), "agreement": _num(percent_agreement(a, b)), "agreement_ci": [None, None],
+                           "kappa": _num(cohen_kappa(a, b)), "kappa_ci": [None, None]}
+    if len(a) >= 2 and n_boot >= 1:
+        codes = {v: i for i, v in enumerate(sorted(set(map(str, a)) | set(map(str, b))))}
+        po, kappa = _boot_kappas(np.array([codes[str(v)] for v in a]), np.array([codes[str(v)] for v in b]),
+                                 n_boot, seed)
+        out["agreement_ci"], out["kappa_ci"] = _ci(po), _ci(kappa)
+    return out
 
 
 def annotator_agreement(labels: Labels, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

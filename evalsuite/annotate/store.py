@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._local = threading.local()
         if not self.path.is_file():
             raise UsageError(f"annotation store {self.path} does not exist; start a project with "
                              "`evalsuite annotate RUN [RUN ...]` or pass the right --store")
@@ -105,6 +107,7 @@ class Store:
         try:
             db = sqlite3.connect(tmp, isolation_level=None)
             try:
+                db.execute("PRAGMA journal_mode=WAL")  # stored in the file: readers never block the writer
                 db.executescript(SCHEMA)
                 db.execute("BEGIN")
                 db.executemany("INSERT INTO meta VALUES (?, ?)",
@@ -124,13 +127,20 @@ class Store:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
+        """This thread's connection, kept open: closing the last one checkpoints the WAL (~6 ms a call)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA busy_timeout=30000")
-            yield db
-        finally:
+            self._local.db = db
+        yield db
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
             db.close()
+            self._local.db = None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
