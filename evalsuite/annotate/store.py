@@ -1,7 +1,7 @@
 """One annotation project in one SQLite file (WAL): its settings, its items and every judgment.
 
-Each call opens its own short connection, so the web server's threads, several annotators and a
-second process (export while serving) can use the file at once; writes run in `BEGIN IMMEDIATE`
+Each thread keeps its own connection, so the web server's threads, several annotators and a second
+process (export while serving) can use the file at once; writes run in `BEGIN IMMEDIATE`
 transactions, and a partial unique index allows one live judgment per (item, annotator), so a
 double click, two tabs or a retried request can never count a vote twice. Undo marks a row
 undone instead of deleting it: nothing an annotator did is ever lost.

@@ -6,6 +6,7 @@
 const params = new URLSearchParams(location.search);
 const token = params.get("token") || "";
 let annotator = params.get("annotator") || localStorage.getItem("annotate.annotator") || "";
+if (params.get("annotator")) localStorage.setItem("annotate.annotator", annotator);
 let project = null;
 let current = null;   // the item on screen
 let shownAt = 0;      // performance.now() when it was rendered
