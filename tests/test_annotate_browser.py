@@ -53,7 +53,7 @@ def browser() -> Iterator[Any]:
 class Watched:
     """A page that records console errors, uncaught exceptions and dialogs (alert() from model output)."""
 
-    def __init__(self, browser: Any, url: str) -> None:
+    def __init__(self, browser: Any, url: str, ready: bool = True) -> None:
         self.context = browser.new_context(viewport={"width": 1280, "height": 860})
         self.page = self.context.new_page()
         self.problems: list[str] = []
@@ -62,7 +62,8 @@ class Watched:
         self.page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
         self.page.on("dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss()))
         self.page.goto(url)
-        self.ready()
+        if ready:
+            self.ready()
 
     def ready(self) -> None:
         self.page.wait_for_selector("body[data-state='ready'], body[data-state='done']")
@@ -201,8 +202,8 @@ def test_likert_and_ranking_by_keyboard(browser: Any, tmp_path: Path) -> None:
 
 
 def test_xstest_labels_and_multi_turn(browser: Any, tmp_path: Path) -> None:
-    """Real XSTest answers (Markdown, code) imported for a refusal label: one key picks it; MT-Bench-like
-    runs show each turn's question with both answers to it."""
+    """Real XSTest answers (Markdown, code) imported for a refusal label: the page asks for a name, one key
+    picks the label; MT-Bench-like runs show each turn's question with both answers to it."""
     import argparse
 
     from evalsuite.annotate.cli import configure, run
@@ -219,7 +220,12 @@ def test_xstest_labels_and_multi_turn(browser: Any, tmp_path: Path) -> None:
                            "--limit", "3", "--seed", "2"]))
     store = Store(tmp_path / "x.sqlite")
     with serving(store) as url:
-        w = Watched(browser, f"{url}/?annotator=erin")
+        w = Watched(browser, f"{url}/", ready=False)  # no name in the URL: the page asks for one
+        w.page.wait_for_selector("#login:not([hidden])")
+        w.page.fill("#name", "erin")
+        w.page.keyboard.press("Enter")
+        w.ready()
+        assert w.page.text_content("#who") == "erin" and not w.page.is_visible("#login")
         w.page.keyboard.press("1")
         w.shot("annotate-labels.png", tmp_path)
         w.press("Enter")
