@@ -275,3 +275,6 @@ def main(args: argparse.Namespace) -> int:
     report = check(path)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+configure_cache, run_cache = configure, main  # `evalsuite cache` (delegated by evalsuite/cli.py)

@@ -21,6 +21,8 @@ DELEGATED = {
     "train": ("evalsuite.trainers.cli", "LoRA SFT training that scores its checkpoints"),
     "data": ("evalsuite.datagen.cli", "build instruction data: templates, self-instruct, filters, decontamination"),
     "arena": ("evalsuite.judges.cli", "pairwise arena over several runs: judge every pair, Bradley-Terry ratings"),
+    "annotate": ("evalsuite.annotate.cli", "human evaluation in the browser: pairwise, Likert, ranking; export; import"),
+    "cache": ("evalsuite.cache", "check or clear the model-call cache"),
 }
 
 
@@ -83,6 +85,16 @@ def _judge_samples(text: str) -> int:
     return k
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite list tasks`)")
     p.add_argument("--task-args", help="TASK:key=value[,key=value,TASK2:key=value...] task arguments "
@@ -98,6 +110,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-args", help="key=value[,...] for the judge's backend")
     p.add_argument("--judge-samples", type=_judge_samples, metavar="K",
                    help="median of K judgments per item for judged tasks (like --task-args judge_samples=K)")
+    p.add_argument("--max-judge-errors", type=_share, default=0.2, metavar="SHARE",
+                   help="fail (exit 1, run kept) when a task's judge_error rate is above this (default 0.2)")
     p.add_argument("--include-path", help="folder of your own lm-eval YAML tasks (for lm_eval:NAME tasks)")
     p.add_argument("--export", help="extra result formats to write into the run dir, e.g. lm-eval")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the model-call cache")
@@ -125,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score outputs made elsewhere, or re-score a run dir (no model)")
     score.add_argument("--outputs", help="JSONL: {id, output} lines or the task's native format")
     score.add_argument("--run-dir", help="an earlier run directory to re-score")
+    score.add_argument("--allow-missing", action="store_true",
+                       help="score the samples that have outputs; record the others as missing (the gate sees them)")
     score.add_argument("--samples-per-task", type=_samples_per_task, default=1,
                        help="outputs per sample in the outputs file (pass@k, majority vote), for the tasks that sample")
     _add_common(score)
@@ -186,6 +202,8 @@ def _config(args: argparse.Namespace) -> Any:
         judge=args.judge,
         judge_args=parse_kv(args.judge_args, "--judge-args"),
         options=options,
+        allow_missing=getattr(args, "allow_missing", False),
+        max_judge_errors=args.max_judge_errors,
         export=[e.strip() for e in (args.export or "").split(",") if e.strip()],
     )
 

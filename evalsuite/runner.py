@@ -16,6 +16,7 @@ from typing import Any
 
 from evalsuite import outputs as outputs_file
 from evalsuite import registry, rundir, runlog
+from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
 from evalsuite.progress import console, make_progress, score_table
@@ -116,7 +117,7 @@ def build_tasks(names: Sequence[str], task_args: dict[str, Any], ctx: TaskContex
     return tasks
 
 
-def make_backend(model: str, backend: str | None, model_args: dict[str, Any]) -> Any:
+def make_backend(model: str, backend: str | None, model_args: dict[str, Any]) -> Backend:
     """`--model vllm:PATH` / `openai:NAME` pick the backend by prefix; plain names use `--backend` (hf)."""
     prefix, sep, rest = model.partition(":")
     if sep and prefix in registry.names("backends") and not backend:
@@ -128,6 +129,7 @@ def make_backend(model: str, backend: str | None, model_args: dict[str, Any]) ->
         if unknown:
             valid = ", ".join(p for p in params if p != "model")
             raise UsageError(f"unknown --model-args {unknown} for backend '{backend or 'hf'}'; valid keys: {valid}")
+    check_backend_options(cls, model, model_args)  # bad values fail here, before any weights load
     with console.status(f"loading model {model} ..."):
         return cls(model=model, **model_args)
 
@@ -253,7 +255,7 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
 
 
 # ---------------------------------------------------------------------------- the two entry points
-def run_eval(cfg: RunConfig, backend: Any | None = None) -> RunLog:
+def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
     """`evalsuite run`: evaluate a model on tasks; returns the run log (typed results, records, directory)."""
     if not cfg.model and backend is None:
         raise UsageError("no model given: pass --model (e.g. --model smollm2-135m)")

@@ -32,6 +32,8 @@ def configure_arena(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--cache-path", default=None, help="call-cache file (default: the user cache)")
     parser.add_argument("--no-cache", action="store_true", help="ask the judge again even where it has answered")
+    parser.add_argument("--human", metavar="STORE", help="an `evalsuite annotate` store: rate the humans' pairwise and "
+                        "ranking votes too (Bradley-Terry with CIs), beside the judge's")
     parser.add_argument("--max-judge-errors", type=float, default=0.2,
                         help="fail (exit 1, run kept) when more than this share of judgments are errors (default 0.2)")
 
@@ -66,6 +68,8 @@ def run_arena(args: argparse.Namespace) -> int:
     finally:
         cache.close()
         client.close()
+    if args.human:
+        results.arena.human = human_ratings(args.human, args.bootstrap, args.seed)
     writer = rundir.RunWriter(out, results)
     writer.add_task(f"arena:{args.task}", results.tasks.pop(f"arena:{args.task}"), records)
     writer.finish("complete")
@@ -175,6 +179,28 @@ def _print(results: Any, out: Path) -> None:
     console = Console()
     console.print(table)
     console.print(win_matrix_table(a.win_matrix, order))
+    human = getattr(a, "human", None)
+    if human:
+        hum = Table("model", "human rating", "95% CI", title=f"humans ({human['battles']} votes)", title_justify="left")
+        for name, r in sorted(human["ratings"].items(), key=lambda kv: -kv[1]["rating"]):
+            hum.add_row(name, f"{r['rating']:.0f}", f"{r['lo']:.0f} – {r['hi']:.0f}")
+        console.print(hum)
+
+
+def human_ratings(store: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Bradley-Terry ratings of the human votes in an annotation store (same fit and CIs as the judge's)."""
+    from evalsuite.annotate import human_battles
+    from evalsuite.judges import arena
+
+    from evalsuite.errors import UsageError
+
+    if not Path(store).is_file():
+        raise UsageError(f"--human {store}: no such annotation store (made by `evalsuite annotate`)")
+    battles = human_battles(store)
+    if not battles:
+        raise UsageError(f"--human {store}: the store holds no pairwise or ranking votes yet")
+    return {"store": str(Path(store).resolve()), "battles": len(battles),
+            "ratings": arena.bradley_terry(battles, n_boot=n_boot, seed=seed), "win_matrix": arena.win_matrix(battles)}
 
 
 def win_matrix_table(matrix: dict[str, dict[str, float | None]], order: list[str]) -> Any:

@@ -24,6 +24,7 @@ from evalsuite.trainers.device import preflight
 from evalsuite.trainers.loss import add_neftune, token_loss_sum
 from evalsuite import rundir, runlog
 from evalsuite.backends import models as model_store
+from evalsuite.backends.identity import default_add_bos
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import UsageError
 from evalsuite.progress import console
@@ -62,7 +63,7 @@ class Recipe:
         self._load_model(torch, cuda)
         self.template = self._template()
         self.tokenizer.chat_template = self.template  # saved with every checkpoint and the export
-        self.add_bos = getattr(self.model.config, "model_type", "").startswith("gemma")  # as HFBackend does
+        self.add_bos = default_add_bos(getattr(self.model.config, "model_type", ""))  # the rule HFBackend uses
         self._build_data()
         self._build_optimizer()
         self._resume()
