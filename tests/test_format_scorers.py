@@ -176,8 +176,8 @@ def test_readme_snippet_task_scores_outputs_end_to_end(tmp_path: Path, monkeypat
     run = load_run(
         score_outputs(RunConfig(tasks=["person_card"], output_dir=str(tmp_path), use_cache=False), outputs=str(outputs))
     )
-    metrics = run.results["tasks"]["person_card"]["metrics"]
-    assert metrics["json_valid"]["value"] == 0.5 and metrics["max_length"]["value"] == 1.0
+    metrics = run.tasks["person_card"].metrics
+    assert metrics["json_valid"].value == 0.5 and metrics["max_length"].value == 1.0
     turing = next(r for r in run.records if r.sample.id == "Alan Turing")
     assert (
         "born" in turing.score.explanation["json_valid"]
@@ -197,6 +197,6 @@ def test_format_check_task_resolves_scorers_by_name(tmp_path: Path) -> None:
     cfg = RunConfig(tasks=["format_check"], output_dir=str(tmp_path / "runs"), use_cache=False,
                     task_args={"format_check": {"prompts": str(prompts), "checks": "markdown_list"}})
     run = load_run(score_outputs(cfg, outputs=str(outputs)))
-    m = run.results["tasks"]["format_check"]["metrics"]
-    assert m["json_valid"]["value"] == 1.0 and m["max_length"]["value"] == 1.0 and m["markdown_list"]["value"] == 0.0
-    assert m["all_pass"]["value"] == 0.5 and m["markdown_list"]["n"] == 1  # only line b asks for a list
+    m = run.tasks["format_check"].metrics
+    assert m["json_valid"].value == 1.0 and m["max_length"].value == 1.0 and m["markdown_list"].value == 0.0
+    assert m["all_pass"].value == 0.5 and m["markdown_list"].n == 1  # only line b asks for a list

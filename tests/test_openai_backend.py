@@ -259,10 +259,10 @@ def test_failed_requests_are_recorded_in_the_run_and_never_scored(tmp_path: Path
                                     "prices": "1/2"})
         out = run_eval(cfg)
     log = rundir.load_run(out)
-    section = log.results["tasks"]["gsm8k"]
-    assert section["n"] == 3 and section["errors"] == 1
+    section = log.tasks["gsm8k"]
+    assert section.n == 3 and section.errors == 1
     failed = [r for r in log.records if r.error]
     assert len(failed) == 1 and "HTTP 500" in failed[0].error and not failed[0].score.values
     ok = [r for r in log.records if not r.error]
     assert all(r.outputs[0].tokens_in == 7 and r.outputs[0].extra["cost_usd"] > 0 for r in ok)
-    assert log.results["model"]["backend"] == "openai" and log.results["model"]["usage"]["requests"] == 3
+    assert log.results.model.backend == "openai" and log.results.model.usage["requests"] == 3

@@ -189,7 +189,10 @@ def test_checkpoint_table_fits_80_columns_with_whole_metric_names() -> None:
     metrics = ["ifeval/inst_level_loose_acc", "ifeval/inst_level_strict_acc", "ifeval/prompt_level_loose_acc",
                "ifeval/prompt_level_strict_acc", "mmlu/acc", "mmlu/acc_macro"]
     steps = [{"step": s, "train_loss": 2.5, "val_loss": 2.4, "scores": {m: 0.4286 for m in metrics}} for s in (0, 10)]
-    results = {"training": {"steps": steps, "best": {"step": 0, "metric": metrics[0]}}}
+    from evalsuite import runlog
+
+    results = runlog.RunResults(kind="training", training=runlog.Training(
+        steps=steps, best=runlog.Best(step=0, metric=metrics[0])))
     console = Console(width=80, record=True)
     console.print(report.table(results))
     text = console.export_text()

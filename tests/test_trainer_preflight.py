@@ -57,14 +57,18 @@ def _model_folder(tmp_path: Path, model_type: str) -> Path:
 
 def test_gguf_export_of_a_non_llama_model_fails_before_training(tmp_path: Path) -> None:
     gemma = _model_folder(tmp_path, "gemma3_text")
-    cfg = config.parse(_raw(model=str(gemma), training={"max_steps": 3, "device": "cpu"}, export={"gguf": ["f16"]}))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    cfg = config.parse(_raw(model=str(gemma), training={"max_steps": 3, "device": "cpu"}, export={"gguf": ["f16"]},
+                            data={"datasets": [{"path": str(data)}]}))
     with pytest.raises(UsageError, match="supports llama-architecture models, not 'gemma3_text'") as err:
         preflight(cfg)
     assert "\n" not in str(err.value)
     cfg.export.gguf = []
     preflight(cfg)  # merged-only export of the same model is fine
     llama = _model_folder(tmp_path, "llama")
-    preflight(config.parse(_raw(model=str(llama), training={"max_steps": 3, "device": "cpu"}, export={"gguf": ["q4_0"]})))
+    preflight(config.parse(_raw(model=str(llama), training={"max_steps": 3, "device": "cpu"}, export={"gguf": ["q4_0"]},
+                                data={"datasets": [{"path": str(data)}]})))
 
 
 def test_qlora_names_what_is_missing_here() -> None:

@@ -46,9 +46,9 @@ def table(results: RunResults) -> Any:
     steps = training.steps if training else []
     best_row = training.best if training else None
     metrics = sorted({m for r in steps for m in r.scores})
-    tab = Table(title=f"checkpoints (best by {best_row.metric if best_row else '-'}: step {best_row.step if best_row else '-'})",
-                title_justify="left")
-    for col in ["step", "train loss (window mean)", "val loss", *metrics]:
+    tab = Table(title=f"checkpoints (best by {best_row.metric if best_row else '-'}: step {best_row.step if best_row else '-'}; "
+                      "train loss: mean since the previous checkpoint)", title_justify="left")
+    for col in ["step", "train loss", "val loss", *metrics]:
         # "ifeval/inst_level_loose_acc" -> "ifeval / inst level loose acc": headers wrap at spaces,
         # so an 80-column terminal shows whole names over several lines instead of "ifeva…"
         tab.add_column(col.replace("/", " / ").replace("_", " "), justify="right")
