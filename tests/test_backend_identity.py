@@ -55,7 +55,7 @@ def test_hf_and_the_in_memory_scorer_share_no_cache_entry(tmp_path: Path, tiny_m
     hf = HFBackend(str(tiny_model_dir))
     live = HFBackend.from_loaded(hf.model, hf.tokenizer, hf._resolved)  # the very same model object
     first, second = run("hf", hf), run("live", live)
-    assert second.results["model"]["engine"] == "hf-live" and first.results["model"]["engine"] == "hf"
+    assert second.results.model.engine == "hf-live" and first.results.model.engine == "hf"
     assert len(_cached(first)) == 8 and not any(_cached(first)) and not any(_cached(second))
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 16  # two sets of entries

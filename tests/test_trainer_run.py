@@ -87,7 +87,7 @@ def test_train_scores_checkpoints_with_the_runner_and_exports(tmp_path: Path, ti
                                         model_args={"chat_template": (run / "chat_template.jinja").read_text()},
                                         use_cache=False)))
     assert not any(o.extra.get("cached") for log in (live, fresh) for r in log.records for o in r.outputs)
-    assert (live.results["model"]["engine"], fresh.results["model"]["engine"]) == ("hf-live", "hf")
+    assert (live.results.model.engine, fresh.results.model.engine) == ("hf-live", "hf")
     live_lp = [o.logprob for r in live.records for o in r.outputs]
     fresh_lp = [o.logprob for r in fresh.records for o in r.outputs]
     assert len(live_lp) == 8 and live_lp == pytest.approx(fresh_lp, abs=1e-4)
@@ -234,7 +234,7 @@ def test_full_finetuning_linear_warmup_schedule_and_chatml_in_checkpoints(tmp_pa
                                    "lr": 1e-3, "device": "cpu", "num_threads": 1})
     run = tmp_path / "runs" / "t"
     run.mkdir(parents=True)
-    results = recipe.run(config.load(path), run)
+    results = recipe.run(config.load(path), run).to_json()
     lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
     assert lrs == pytest.approx([5e-4, 1e-3, 5e-4, 0.0])
     ckpt = run / "checkpoints" / "step-4"
@@ -263,7 +263,7 @@ def test_asynchronous_checkpoint_scoring_in_a_child_process(tmp_path: Path, tiny
                                "task_args": {"num_fewshot": 0}, "best_metric": "mmlu/acc"})
     run = Path("runs") / "t"
     run.mkdir(parents=True)
-    results = recipe.run(config.load(path), run)
+    results = recipe.run(config.load(path), run).to_json()  # the typed log as results.json holds it
     steps = results["training"]["steps"]
     assert [s["step"] for s in steps] == [2, 4] and all("mmlu/acc" in s["scores"] for s in steps), steps
     job = json.loads((run / "checkpoints" / "step-4" / "eval_job.json").read_text())

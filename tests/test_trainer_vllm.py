@@ -34,7 +34,7 @@ def test_every_checkpoint_is_scored_by_vllm_with_its_adapter(tmp_path: Path, smo
                                "task_args": {"num_fewshot": 0}, "model_args": ENGINE, "best_metric": "mmlu/acc"})
     run = tmp_path / "runs" / "t"
     run.mkdir(parents=True)
-    results = recipe.run(config.load(path), run)
+    results = recipe.run(config.load(path), run).to_json()  # the typed log as results.json holds it
     steps = results["training"]["steps"]
     assert [s["step"] for s in steps] == [1, 2] and all("mmlu/acc" in s["scores"] for s in steps), steps
     assert results["model"]["backend"] == "vllm"
@@ -44,8 +44,8 @@ def test_every_checkpoint_is_scored_by_vllm_with_its_adapter(tmp_path: Path, smo
         ckpt = (run / s["checkpoint"]).resolve()
         assert not (ckpt / "eval_job.json").exists()  # CPU + LoRA: scored in process, on the run's one warm engine
         scored = load_run(run / s["eval_runs"][0])
-        model = scored.results["model"]
-        assert model["backend"] == "vllm" and Path(model["adapter"]).resolve() == ckpt, model
+        model = scored.results.model
+        assert model.backend == "vllm" and Path(model.adapter).resolve() == ckpt, model
         got = [o.logprob for r in scored.records for o in r.outputs]
         # uncached: before the engine was part of the cache identity, this HF run was served the
         # vLLM answers from the cache and the comparison compared the cache with itself
@@ -53,7 +53,7 @@ def test_every_checkpoint_is_scored_by_vllm_with_its_adapter(tmp_path: Path, smo
                                          task_args={"num_fewshot": 0}, output_dir=str(tmp_path / "hf"),
                                          model_args={"chat_template": (run / "chat_template.jinja").read_text()},
                                          use_cache=False)))
-        assert hf.results["model"]["backend"] == "hf"
+        assert hf.results.model.backend == "hf"
         assert not any(o.extra.get("cached") for log in (scored, hf) for r in log.records for o in r.outputs)
         want = [o.logprob for r in hf.records for o in r.outputs]
         assert len(got) == 8 and got == pytest.approx(want, abs=5e-3)

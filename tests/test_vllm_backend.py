@@ -166,8 +166,8 @@ def test_one_engine_serves_every_task_of_a_run(vllm_backend, tmp_path: Path) -> 
     cfg = RunConfig(tasks=["gsm8k", "mmlu"], model="vllm:smollm2", data_dir=str(data), output_dir=str(tmp_path / "runs"))
     log = rundir.load_run(run_eval(cfg, backend=vllm_backend))
     assert vllm_backend.llm is engine and vllm_backend.stats["engine_calls"] > calls
-    assert log.results["model"]["backend"] == "vllm" and log.results["status"] == "complete"
-    assert {t: s["n"] for t, s in log.results["tasks"].items()} == {"gsm8k": 2, "mmlu": 4}
+    assert log.results.model.backend == "vllm" and log.results.status == "complete"
+    assert {t: s.n for t, s in log.tasks.items()} == {"gsm8k": 2, "mmlu": 4}
     assert not [r for r in log.records if r.error]
 
 
@@ -198,7 +198,7 @@ def test_vllm_and_hf_runs_on_the_same_weights_share_no_cache_entry(vllm_backend,
     for name, log in logs.items():
         outs = [o for r in log.records for o in r.outputs]
         assert len(outs) == 8 and not any(o.extra.get("cached") for o in outs), name
-        assert log.results["model"]["engine"] == name
+        assert log.results.model.engine == name
     assert vllm_backend.fingerprint != hf.fingerprint
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 16
