@@ -146,7 +146,8 @@ def test_single_mode_with_smollm2_judge_then_rescore_from_cache(
                         else real_make_backend(model, backend, args))
     cfg = RunConfig(tasks=["mt_bench"], model=str(tiny_model_dir), limit=2, data_dir=str(data_dir),
                     output_dir=str(tmp_path / "runs"), cache_path=str(tmp_path / "calls.sqlite"), judge="smollm2-judge",
-                    task_args={"max_tokens": 4, "judge_max_tokens": 6})
+                    task_args={"max_tokens": 4, "judge_max_tokens": 6},
+                    max_judge_errors=1.0)  # SmolLM2 is too weak to grade: this test is about the mechanics
     out = run_eval(cfg)
     assert counting.calls == 4  # 2 questions x 2 turns, in one batch
     log = rundir.load_run(out)
