@@ -73,6 +73,10 @@ class IFEval(Task):
             {
                 "prompt_level_strict_acc": float(all(v.ok for v in strict)),
                 "prompt_level_loose_acc": float(all(v.ok for v in loose)),
+                # per-prompt parts of the instruction-level means: compare and gate test those by prompt
+                "inst_level_strict_acc.followed": float(sum(v.ok for v in strict)),
+                "inst_level_loose_acc.followed": float(sum(v.ok for v in loose)),
+                "inst_level.instructions": float(len(ids)),
             },
             answer={"instruction_id_list": list(ids), "strict": [v.ok for v in strict], "loose": [v.ok for v in loose]},
             explanation=explanation,
@@ -99,6 +103,8 @@ class IFEval(Task):
         return {
             "metrics": {m: stats.metric(values[m]) for m in METRICS},
             "groups": {g: {m: stats.metric(v) for m, v in ms.items()} for g, ms in sorted(groups.items())},
+            # instructions are clustered in prompts: paired tests resample prompts, not instructions
+            "clusters": {m: [f"{m}.followed", "inst_level.instructions"] for m in METRICS if m.startswith("inst")},
         }
 
     def parse_outputs(self, rows: Iterable[dict[str, Any]], samples: Sequence[Sample] | None = None) -> dict[str, list[str]]:

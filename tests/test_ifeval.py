@@ -288,6 +288,11 @@ def test_gpt4_responses_score_the_same_twice(tmp_path: Path) -> None:
     assert [r.score.explanation for r in runs[0].records] == [r.score.explanation for r in runs[1].records]
     m = first.metrics
     assert first.missing == ["2785"], "the prompt GPT-4 never answered is recorded as missing, not dropped"
+    from evalsuite.reports.compare import compare
+
+    row = compare(runs, n_boot=200).find("ifeval", "inst_level_strict_acc")
+    assert row.tests[1] is not None and row.estimates[0].method == "cluster-bootstrap", "the gate can test it"
+    assert row.estimates[0].value == pytest.approx(m["inst_level_strict_acc"].value)
     # 540 prompts: the 541st (key 2785) was edited upstream after GPT-4 answered it, so it matches no line
     assert (m["prompt_level_strict_acc"].n, m["inst_level_strict_acc"].n) == (540, 832)
     counts = [
