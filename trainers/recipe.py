@@ -56,6 +56,12 @@ class Recipe:
         cuda = where.cuda
         self.acc = Accelerator(mixed_precision="bf16" if where.bf16 else "no", cpu=not cuda)
         console.print(f"device: {where.label} ({self.acc.num_processes} process(es))")
+        if cfg.training.grad_accum % self.acc.num_processes:
+            raise UsageError(f"training.grad_accum ({cfg.training.grad_accum}) must be a multiple of the number of "
+                             f"processes ({self.acc.num_processes}): the global batch stays micro_batch_size x grad_accum, "
+                             "split across the processes")
+        # micro-batches per process per step: the same global batch and data order as one process
+        self.accum = cfg.training.grad_accum // self.acc.num_processes
         set_seed(cfg.seed)
         self.base = model_store.resolve(cfg.model)
         if self.base.adapter:
@@ -129,7 +135,7 @@ class Recipe:
         self.pools, self.keys, self.val = pools, keys, val
         self.weights = [s.weight for s in d.datasets]
         n_train = sum(len(p) for p in pools)
-        per_step = self.cfg.training.micro_batch_size * self.cfg.training.grad_accum * self.acc.num_processes
+        per_step = self.cfg.training.micro_batch_size * self.cfg.training.grad_accum  # global: any number of processes
         one_pass = sum(1 for _ in packing.pack(iter([e for p in pools for e in p]), self.cfg.training.micro_batch_size,
                                                d.max_seq_len, d.packing))
         t = self.cfg.training
@@ -186,7 +192,7 @@ class Recipe:
 
         t = self.cfg.training
         batches = self.micro_batches()
-        for _ in range(self.start_step * t.grad_accum):  # replay the seeded order up to the checkpoint
+        for _ in range(self.start_step * self.accum):  # replay the seeded order up to the checkpoint
             next(batches)
         columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                    TimeRemainingColumn())
@@ -200,7 +206,7 @@ class Recipe:
                 bar.start()
             for step in range(self.start_step + 1, self.max_steps + 1):
                 t0 = time.perf_counter()
-                micro = [next(batches) for _ in range(t.grad_accum)]
+                micro = [next(batches) for _ in range(self.accum)]
                 loss, n_tok = self._step(micro)
                 train_wall += time.perf_counter() - t0
                 self.tokens_seen += n_tok
@@ -237,7 +243,7 @@ class Recipe:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return self._global(loss_sum) / max(1, total), sum(packing.n_tokens(b) for b in micro)
+        return self._global(loss_sum) / max(1, total), int(self._global(sum(packing.n_tokens(b) for b in micro)))
 
     def _global(self, value: float) -> float:
         if self.acc.num_processes == 1:
