@@ -73,6 +73,8 @@ def score_table(results: RunResults, title: str) -> Table:
             table.add_row(task_name, metric + arrow, _fmt(m.value), _fmt(m.stderr), str(m.n))
         if task.errors:
             table.add_row(task_name, "[red]errors[/red]", str(task.errors), "", "")
+        if task.truncated:
+            table.add_row(task_name, "[yellow]cut off at max_tokens[/yellow]", f"{task.truncated}/{task.generations}", "", "")
         if task.missing:
             table.add_row(task_name, "[red]missing outputs[/red]", str(len(task.missing)), "", "")
     return table

@@ -170,3 +170,16 @@ def chat(user: str, system: str | None = None) -> tuple[Message, ...]:
     """A one-turn chat prompt."""
     msgs: list[Message] = [{"role": "system", "content": system}] if system else []
     return tuple(msgs + [{"role": "user", "content": user}])
+
+
+def finish_reasons(req: GenerateRequest, out: Output) -> list[str]:
+    """Why each generated text ended: "stop" (end of turn or a stop sequence) or "length" (max_tokens), as the
+    backend reports it; derived from the token count where it does not (every sample used its whole budget)."""
+    given = out.extra.get("finish_reason")
+    if isinstance(given, list) and len(given) == len(out.texts or []):
+        reasons = ["length" if g == "length" else "stop" for g in given]
+    else:
+        per_text = out.tokens_out / max(1, len(out.texts or []))
+        reasons = ["length" if per_text >= req.max_tokens else "stop"] * len(out.texts or [])
+    out.extra["finish_reason"] = reasons
+    return reasons

@@ -60,6 +60,8 @@ class TaskResult(_Open):
     errors: int = 0  # samples whose requests failed for good (left out of the metrics)
     missing: list[str] = Field(default_factory=list)  # sample ids with no output (`score --outputs`)
     cached: int = 0  # requests answered from the call cache
+    generations: int = 0  # generated texts (all samples of all turns)
+    truncated: int = 0  # of those, cut off at max_tokens (finish_reason "length"): answers that never ended
     # metric -> [numerator, denominator]: per-sample score keys of a mean over clustered sub-items
     # (IFEval's instructions within a prompt): compare and gate test it by cluster, not as if independent
     clusters: dict[str, list[str]] = Field(default_factory=dict)

@@ -20,10 +20,13 @@ from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
 from evalsuite.progress import console, make_progress, score_table
-from evalsuite.records import Output, Request, Sample, SampleRecord, request_key
+from evalsuite.records import GenerateRequest, Output, Request, Sample, SampleRecord, finish_reasons, request_key
 from evalsuite.rundir import RunLog
 from evalsuite.runlog import ModelInfo, RunResults, TaskResult
 from evalsuite.task import Task, TaskContext
+
+
+TRUNCATION_WARNING = 0.10  # share of answers cut off at max_tokens above which a run says so
 
 
 class Interrupted(EvalsuiteError):
@@ -212,7 +215,8 @@ def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any,
     samples = samples if samples is not None else load_samples(name, task, ctx)
     records = [SampleRecord(name, s, [], []) for s in samples]
     pending = {i: task.requests(r.sample) for i, r in enumerate(records)}
-    t0, stats = time.perf_counter(), {"requests": 0, "cached": 0, "tokens_in": 0, "tokens_out": 0}
+    t0, stats = time.perf_counter(), {"requests": 0, "cached": 0, "tokens_in": 0, "tokens_out": 0, "generations": 0,
+                                      "truncated": 0}
     round_no = 0
     while pending:
         flat = [(i, req) for i, reqs in pending.items() for req in reqs]
@@ -226,6 +230,10 @@ def execute_task(name: str, task: Task, ctx: TaskContext, answer: Any,
             stats["tokens_out"] += out.tokens_out
             if out.error and records[i].error is None:
                 records[i].error = out.error
+            if isinstance(req, GenerateRequest) and out.texts is not None:
+                finish = finish_reasons(req, out)
+                stats["generations"] += len(finish)
+                stats["truncated"] += finish.count("length")
         pending = {i: nxt for i in pending if records[i].error is None and (nxt := task.next_requests(records[i].sample, records[i].outputs))}
         round_no += 1
     wall = time.perf_counter() - t0
@@ -249,9 +257,18 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
 
     metrics, groups = typed(summary.pop("metrics", {})), {g: typed(ms) for g, ms in summary.pop("groups", {}).items()}
     cached = sum(bool(o.extra.get("cached")) for r in records for o in r.outputs)
+    generations, truncated = int(timing.pop("generations", 0)), int(timing.pop("truncated", 0))
+    if not generations:  # re-scored outputs: count what the stored outputs say
+        finish = [x for r in records for o in r.outputs if isinstance(fr := o.extra.get("finish_reason"), list) for x in fr]
+        generations, truncated = len(finish), finish.count("length")
+    if generations and truncated / generations > TRUNCATION_WARNING:
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning:[/yellow] {escape(name)}: {truncated} of {generations} answers hit max_tokens "
+                      "and were cut off: raise the task's max_tokens (-T TASK.max_tokens=N) or read its scores with care")
     return TaskResult(version=str(task.version), n=len(records), group_by=task.group_by, metrics=metrics, groups=groups,
                       config=task.config(), errors=len(records) - len(ok), missing=list(missing), cached=cached,
-                      timing=timing, **summary)
+                      generations=generations, truncated=truncated, timing=timing, **summary)
 
 
 # ---------------------------------------------------------------------------- the two entry points

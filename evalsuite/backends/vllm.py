@@ -223,6 +223,7 @@ class VLLMBackend(LocalTokenization):
                 texts = [identity.cut_at_stop(c.text, r.stop) for c in out.outputs]
                 texts = texts * r.n if r.temperature == 0 and r.n > 1 else texts
                 extra = {"prompt_text": self.render(r.prompt)} if not isinstance(r.prompt, str) else {}
+                extra["finish_reason"] = [c.finish_reason for c in out.outputs] * (r.n if r.temperature == 0 and r.n > 1 else 1)
                 done(i, Output(texts=texts, tokens_in=len(out.prompt_token_ids), tokens_out=sum(len(c.token_ids) for c in out.outputs),
                                latency_s=latency, extra=extra))
 
