@@ -20,6 +20,12 @@ def load_hub(path: str, name: str | None = None, split: str = "test", **kwargs: 
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError("the 'datasets' package is needed to load hub data: pip install datasets") from exc
+    if "/" in path and not Path(path).exists():  # a hub id (not a local builder such as "json")
+        from evalsuite.hub import unreachable_reason
+
+        if (reason := unreachable_reason()) is not None:
+            raise DataError(f"cannot load dataset '{path}': {reason}. Pass --data-dir (a local copy laid out like "
+                            "shared/data) or set EVALSUITE_DATA_DIR")
     try:
         ds = datasets.load_dataset(path, name, split=split, **kwargs)
     except Exception as exc:  # noqa: BLE001 - network, auth and format errors all end here

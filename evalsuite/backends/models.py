@@ -102,6 +102,12 @@ def resolve(spec: str, convert: bool = True) -> ResolvedModel:
         return ResolvedModel(p.name, str(p.resolve()))
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") > 1:
         raise BackendError(f"model path not found: {spec}")
+    if not _hub_revision(spec):  # a hub id not in the local cache: say at once when the hub cannot be reached
+        from evalsuite.hub import unreachable_reason
+
+        if (reason := unreachable_reason()) is not None:
+            raise BackendError(f"model '{spec}' is neither a local path nor in the hub cache, and {reason}: pass a "
+                               "local folder or .gguf file, or an alias (`smollm2-135m`)")
     return ResolvedModel(spec.split("/")[-1], spec, local=False)  # a hub id: from_pretrained decides
 
 
