@@ -110,7 +110,7 @@ def test_offline_hub_is_one_line_at_once(tmp_path: Path, monkeypatch: pytest.Mon
     else:  # fault injection: the host name does not resolve
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(hub, "_resolves", lambda host: False)
-    reason = "HF_HUB_OFFLINE is set" if offline == "env" else "cannot be reached from here"
+    reason = "HF_HUB_OFFLINE is set" if offline == "env" else "the hub (huggingface.co) cannot be reached from here"
     try:
         assert main(["run", "--model", "smollm2-135m", "--tasks", "gsm8k", "--output-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err
