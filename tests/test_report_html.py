@@ -101,7 +101,7 @@ def test_single_run_report(tmp_path: Path) -> None:
     page = out.read_text(encoding="utf-8")
     assert "solo-model" in page and "1 failed" in page and "12 truncated at the token limit" in page
     assert page.count("Δ ") == page.count('id="f-change"') == 0, "one run: no deltas, no changed filter"
-    assert re.search(r"<td>punctuation:no_comma</td><td>inst_level_strict_acc</td>\s*<td class=\"num\">[0-9.]+ "
+    assert re.search(r"<td>punctuation:no_comma</td><td>inst_level_strict_acc</td>\s*<td class=\"num\">[0-9.]+<br>"
                      r"<span class=\"ci\">\[[0-9.]+, [0-9.]+\]", page)
     samples = blob(page)
     assert len(samples) == 80 + 80 and sum(s["error"] for s in samples) == 1 and sum(s["truncated"] for s in samples) == 12
