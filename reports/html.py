@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalsuite import registry
 from evalsuite.reports import plots
-from evalsuite.reports.html_groups import group_rows, single_comparison
+from evalsuite.reports.html_groups import group_rows
 from evalsuite.reports.html_samples import blob, sample_rows
 from evalsuite.reports.html_training import training_sections
 

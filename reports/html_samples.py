@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 MAX_TEXT = 4000  # characters of one prompt/output kept
 MAX_DIFF = 2500  # characters above which a diff is not computed (the outputs are shown side by side anyway)
-_WORDS = re.compile(r"\s+|[^\s]+")
+_WORDS = re.compile(r"^\s+|\S+\s*")  # a word with the whitespace after it: diffs stay word-sized
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -88,14 +88,24 @@ def word_diff(a: str, b: str) -> list[list[str]] | None:
     wa, wb = _WORDS.findall(a), _WORDS.findall(b)
     pieces: list[list[str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
+        old, new = "".join(wa[i1:i2]), "".join(wb[j1:j2])
         if op == "equal":
-            pieces.append(["=", "".join(wa[i1:i2])])
+            _add(pieces, "=", old)
             continue
-        if i2 > i1:
-            pieces.append(["-", "".join(wa[i1:i2])])
-        if j2 > j1:
-            pieces.append(["+", "".join(wb[j1:j2])])
+        tail = old[len(old.rstrip()):] if op == "replace" and old[len(old.rstrip()):] == new[len(new.rstrip()):] else ""
+        _add(pieces, "-", old[:len(old) - len(tail)])
+        _add(pieces, "+", new[:len(new) - len(tail)])
+        _add(pieces, "=", tail)  # the shared space after a replaced word is not part of the change
     return pieces
+
+
+def _add(pieces: list[list[str]], op: str, text: str) -> None:
+    if not text:
+        return
+    if pieces and pieces[-1][0] == op:
+        pieces[-1][1] += text
+    else:
+        pieces.append([op, text])
 
 
 def _numbers(record: SampleRecord | None) -> dict[str, float]:
