@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from evalsuite import registry
 from evalsuite.reports import plots
-from evalsuite.reports.html_groups import group_rows
+from evalsuite.reports.html_groups import group_rows, item_rows
 from evalsuite.reports.html_samples import blob, sample_rows
 from evalsuite.reports.html_training import training_sections
 
@@ -83,11 +83,13 @@ def significant(row: MetricRow, i: int) -> int:
     return 1 if (t.delta > 0) == row.higher_is_better else -1
 
 
-def ordered_rows(comp: Comparison, extra: Sequence[MetricRow] = ()) -> list[MetricRow]:
-    """Per task: its overall rows, then its groups' rows (from the comparison, then the extra ones)."""
+def ordered_rows(comp: Comparison, extra: Sequence[MetricRow] = (),
+                 replaced: dict[tuple[str, str], MetricRow] | None = None) -> list[MetricRow]:
+    """Per task: its overall rows (`replaced` by per-item ones where given), then its groups' rows."""
     out = []
+    replaced = replaced or {}
     for task in comp.tasks:
-        out += [r for r in comp.rows if r.task == task and r.group is None]
+        out += [replaced.get((r.task, r.metric), r) for r in comp.rows if r.task == task and r.group is None]
         out += [r for r in comp.rows if r.task == task and r.group is not None]
         out += [r for r in extra if r.task == task]
     return out
@@ -146,14 +148,14 @@ def verdicts(comp: Comparison, rows: Sequence[MetricRow]) -> list[dict[str, Any]
     return out
 
 
-def single_summary(comp: Comparison) -> dict[str, Any]:
+def single_summary(comp: Comparison, rows: Sequence[MetricRow]) -> dict[str, Any]:
     run = comp.runs[0]
     truncated = sum(1 for r in run.records if _is_truncated(r))
     return {"tasks": len(comp.tasks), "samples": len(run.records), "errors": sum(1 for r in run.records if r.error),
             "truncated": truncated,
             "headline": [{"task": r.task, "metric": r.metric, "value": _num(e.value),
                           "ci": f"[{_num(e.lo, 3)}, {_num(e.hi, 3)}]"}
-                         for r in comp.rows if r.group is None and not r.diagnostic and (e := r.estimates[0])]}
+                         for r in rows if r.group is None and not r.diagnostic and (e := r.estimates[0])]}
 
 
 def _is_truncated(record: Any) -> bool:
@@ -223,7 +225,7 @@ def render_html(comparison: Comparison, gate_result: GateResult | None = None, t
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     comp = comparison
-    rows = ordered_rows(comp, group_rows(comp, n_boot, seed))
+    rows = ordered_rows(comp, group_rows(comp, n_boot, seed), item_rows(comp))
     scores = score_rows(comp, rows)
     samples = sample_rows(comp.runs, comp.tasks)
     single = len(comp.runs) == 1
@@ -232,7 +234,7 @@ def render_html(comparison: Comparison, gate_result: GateResult | None = None, t
         title=title or default_title, single=single,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         labels=comp.labels, warnings=comp.warnings, metadata=metadata_rows(comp.runs),
-        verdicts=[] if single else verdicts(comp, rows), summary=single_summary(comp) if single else None,
+        verdicts=[] if single else verdicts(comp, rows), summary=single_summary(comp, rows) if single else None,
         scores=scores, has_groups=any(r["group"] for r in scores), win_rates=[r for r in scores if r["judge"]],
         forests=forest_svgs(comp, rows), samples_json=blob(samples), n_samples=len(samples),
         n_changed=sum(1 for s in samples if s["changed"]), sample_tasks=list(comp.tasks),

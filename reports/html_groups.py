@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from evalsuite.rundir import RunLog
 
 ITEM_METRICS = {"strict": "inst_level_strict_acc", "loose": "inst_level_loose_acc"}
+OVERALL = "\0overall"  # the items of every group: the task-level instruction metrics
 Items = dict[str, dict[str, dict[tuple[str, int], float]]]  # group -> metric -> (sample id, item) -> 0/1
 
 
@@ -51,14 +52,16 @@ def _items(run: RunLog, task: str) -> Items:
             if not isinstance(vals, list) or len(vals) != len(ids):
                 continue
             for n, (inst, v) in enumerate(zip(ids, vals)):
-                for group in {str(inst), str(inst).split(":")[0]}:
+                for group in {str(inst), str(inst).split(":")[0], OVERALL}:
                     out.setdefault(group, {}).setdefault(metric, {})[(r.sample.id, n)] = float(v)
     return out
 
 
-def _stored(run: RunLog, task: str, group: str, metric: str) -> stats.Estimate | None:
+def _stored(run: RunLog, task: str, group: str | None, metric: str) -> stats.Estimate | None:
     entry = run.tasks.get(task)
-    m = entry.groups.get(group, {}).get(metric) if entry is not None else None
+    if entry is None:
+        return None
+    m = entry.metrics.get(metric) if group is None else entry.groups.get(group, {}).get(metric)
     if m is None or m.value is None:
         return None
     lo, hi = stats.normal_ci(m.value, m.stderr if m.stderr is not None else math.nan)
@@ -82,7 +85,21 @@ def group_rows(comp: Comparison, n_boot: int = 2000, seed: int = 0) -> list[Metr
     return out
 
 
-def _row(comp: Comparison, task: str, group: str, metric: str, values: list[dict[tuple[str, int], float]]) -> MetricRow:
+def item_rows(comp: Comparison) -> dict[tuple[str, str], MetricRow]:
+    """Task-level per-instruction metrics (IFEval's inst_level_*) rebuilt from the per-item verdicts:
+    the samples hold no per-sample value of them, so `compare` has only the stored stderr (a normal CI
+    that can leave [0, 1], and no paired test)."""
+    out = {}
+    for task in comp.tasks:
+        items = [_items(run, task).get(OVERALL, {}) for run in comp.runs]
+        for metric in ITEM_METRICS.values():
+            if comp.find(task, metric) is not None and all(it.get(metric) for it in items):
+                out[(task, metric)] = _row(comp, task, None, metric, [it[metric] for it in items])
+    return out
+
+
+def _row(comp: Comparison, task: str, group: str | None, metric: str,
+         values: list[dict[tuple[str, int], float]]) -> MetricRow:
     stored = [_stored(run, task, group, metric) for run in comp.runs]
     estimates: list[stats.Estimate | None] = []
     per_item: list[bool] = []  # the estimate comes from the per-item values (so a paired test is sound)
@@ -98,6 +115,6 @@ def _row(comp: Comparison, task: str, group: str, metric: str, values: list[dict
         tests.append(stats.paired_test([values[0][k] for k in shared], [values[i][k] for k in shared])
                      if usable else None)
     declared = next((m for run in comp.runs if (e := run.tasks.get(task)) is not None
-                     and (m := e.groups.get(group, {}).get(metric)) is not None), None)
+                     and (m := (e.metrics if group is None else e.groups.get(group, {})).get(metric)) is not None), None)
     return MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
                      is_diagnostic(metric), all(e is None or 0.0 <= e.value <= 1.0 for e in estimates))

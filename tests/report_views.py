@@ -43,7 +43,10 @@ def ifeval_task(verdicts: list[list[bool]]) -> SynthTask:
             for g in (inst, inst.split(":")[0]):
                 groups.setdefault(g, {"inst_level_strict_acc": []})["inst_level_strict_acc"].append(float(ok))
     stored = {g: {m: {**stats.metric(v), "higher_is_better": True} for m, v in ms.items()} for g, ms in groups.items()}
-    return SynthTask({"prompt_level_strict_acc": [float(all(vs)) for vs in verdicts]}, extra={"groups": stored},
+    items = [float(ok) for vs in verdicts for ok in vs]
+    overall = {"inst_level_strict_acc": {**stats.metric(items), "higher_is_better": True}}
+    return SynthTask({"prompt_level_strict_acc": [float(all(vs)) for vs in verdicts]},
+                     extra={"groups": stored, "metrics": overall},
                      targets=[""] * len(verdicts))
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from evalsuite import stats
 from evalsuite.errors import UsageError
 from evalsuite.records import GenerateRequest, Output, Sample, SampleRecord, Score
 from evalsuite.reports.cli import configure_report, run_report
 from evalsuite.reports.compare import compare
 from evalsuite.reports.html import metadata_rows, render_html, verdicts
-from evalsuite.reports.html_groups import group_rows, single_comparison
+from evalsuite.reports.html_groups import group_rows, item_rows, single_comparison
 from evalsuite.reports.html_samples import readable, sample_rows, truncated, word_diff
 from evalsuite.reports.html_training import training_section
 from evalsuite.rundir import load_run
@@ -74,6 +75,19 @@ def test_ifeval_groups_get_cis_and_paired_tests(tmp_path: Path) -> None:
     assert not [r for r in group_rows(comp) if r.task == "qa"], "qa's subjects come from compare itself"
 
 
+def test_task_level_instruction_metrics_from_items(tmp_path: Path) -> None:
+    """IFEval's inst_level_* have no per-sample values: compare falls back to a normal CI from the stored stderr
+    (which can leave [0, 1]) and no test; the report rebuilds them from the per-instruction verdicts."""
+    paths, _ = comparison_runs(tmp_path)
+    comp = compare([load_run(p) for p in paths], n_boot=200)
+    assert comp.find("ifeval", "inst_level_strict_acc").tests[1] is None  # what compare alone gives
+    row = item_rows(comp)[("ifeval", "inst_level_strict_acc")]
+    for run, est in zip(comp.runs, row.estimates):
+        assert est.method == "wilson" and 0 <= est.lo <= est.value <= est.hi <= 1
+        assert est.value == pytest.approx(run.tasks["ifeval"].metrics["inst_level_strict_acc"].value)
+    assert row.tests[2].method == "mcnemar-exact" and row.tests[2].n == sum(1 + i % 3 for i in range(60))
+
+
 def test_verdict_lists_significant_changes_and_noise(tmp_path: Path) -> None:
     """sft loses 20 and gains 4 of 150 on qa acc: a significant regression; dpo's 3 vs 12 an improvement."""
     paths, _ = comparison_runs(tmp_path)
@@ -103,6 +117,10 @@ def test_single_run_report(tmp_path: Path) -> None:
     assert page.count("Δ ") == page.count('id="f-change"') == 0, "one run: no deltas, no changed filter"
     assert re.search(r"<td>punctuation:no_comma</td><td>inst_level_strict_acc</td>\s*<td class=\"num\">[0-9.]+<br>"
                      r"<span class=\"ci\">\[[0-9.]+, [0-9.]+\]", page)
+    items = [float(v) for r in load_run(run).records_for("ifeval") for v in r.score.answer["strict"]]
+    wilson = stats.score_ci(items)  # the task-level instruction metric, from the per-instruction verdicts
+    assert (f"<td>ifeval</td><td>inst_level_strict_acc</td>\n<td class=\"num\">{wilson.value:.4f}<br>"
+            f"<span class=\"ci\">[{wilson.lo:.3f}, {wilson.hi:.3f}]</span>") in page
     samples = blob(page)
     assert len(samples) == 80 + 80 and sum(s["error"] for s in samples) == 1 and sum(s["truncated"] for s in samples) == 12
     comp = single_comparison(load_run(run), n_boot=100)
