@@ -1,4 +1,4 @@
-"""`evalsuite compare` and `evalsuite gate` (delegated from evalsuite/cli.py).
+"""`evalsuite compare`, `evalsuite gate` and `evalsuite report` (delegated from evalsuite/cli.py).
 
 Only the stdlib is imported at the top: the CLI imports this module to build its parser.
 Exit codes of the gate: 0 pass, 1 regression found, 2 usage or input error (the main CLI turns a
@@ -250,6 +250,63 @@ def _run_gate(args: argparse.Namespace) -> int:
 
         _write(args.html, render_html(comp, result, arena_runs=_arena_runs(args)), "HTML report")
     return result.exit_code
+
+
+# ---------------------------------------------------------------------------- report
+def configure_report(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write one self-contained HTML report (opens offline): for one run its scores with 95% CIs and "
+                     "every sample; for several runs (the first is the baseline) the verdict, paired tests, a forest "
+                     "plot and every sample side by side; for a training run its loss and per-checkpoint scores with CIs.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, the first is the baseline; TRAIN_RUN@step-N is one checkpoint of a training run")
+    p.add_argument("-o", "--output", default="report.html", metavar="PATH", help="where to write it (default: report.html)")
+    p.add_argument("--title", help="page title (default: the run names)")
+    p.add_argument("--rules", metavar="YAML",
+                   help="gate the second run against the first with these rules (see examples/gate.yaml); the verdict "
+                        "line shows the gate's result")
+    p.add_argument("--gate", action="store_true", help="gate the second run against the first with the default rules")
+    p.add_argument("--tasks", help="report only these tasks (comma-separated); default: all tasks")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare even when sample sets, task versions or configs differ (said in the report)")
+    p.add_argument("--n-boot", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--arena", metavar="RUN", action="append", default=[],
+                   help="an `evalsuite arena` run directory whose ratings the report shows (repeatable)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from evalsuite.errors import UsageError
+    from evalsuite.reports.compare import compare
+    from evalsuite.reports.html import render_html
+    from evalsuite.reports.html_groups import single_comparison
+    from evalsuite.rundir import load_run
+
+    if args.n_boot < 1:
+        raise UsageError(f"--n-boot must be at least 1, got {args.n_boot}")
+    runs = [load_run(p) for p in args.runs]
+    gating = bool(args.rules or args.gate)
+    if gating and len(runs) < 2:
+        raise UsageError("--rules/--gate need two runs: BASELINE CANDIDATE (the candidate is gated against the baseline)")
+    tasks = _tasks(args.tasks)
+    if len(runs) == 1:
+        comp = single_comparison(runs[0], n_boot=args.n_boot, seed=args.seed)
+        if tasks:
+            unknown = sorted(set(tasks) - set(comp.tasks))
+            if unknown:
+                raise UsageError(f"--tasks: {', '.join(unknown)} not in {args.runs[0]} (its tasks: {', '.join(comp.tasks)})")
+            comp.tasks = [t for t in comp.tasks if t in tasks]
+            comp.rows = [r for r in comp.rows if r.task in tasks]
+    else:
+        comp = compare(runs, tasks=tasks, allow_mismatch=args.allow_mismatch, n_boot=args.n_boot, seed=args.seed)
+    result = None
+    if gating:
+        from evalsuite.reports.gate import gate, load_rules
+
+        result = gate(comp, load_rules(args.rules), tasks=tasks)
+    html = render_html(comp, result, title=args.title, arena_runs=_arena_runs(args), n_boot=args.n_boot, seed=args.seed)
+    _write(args.output, html, "HTML report")
+    return 0
 
 
 def _console() -> Any:

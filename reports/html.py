@@ -1,9 +1,12 @@
-"""The self-contained HTML comparison report (jinja2 template, inline CSS/JS/SVG, no network).
+"""The self-contained HTML report (jinja2 template, inline CSS/JS/SVG, no network).
 
-One file that opens offline and as an e-mail attachment: run metadata side by side, scores with
-95% CIs, paired deltas with p-values, a forest plot, the samples whose verdict changed (searchable,
-vanilla JS), trainer checkpoints as line charts, and judge win rates / arena ratings.
-This module builds plain dicts for the template; `templates/report.html.j2` only lays them out.
+One file that opens offline and as an e-mail attachment, laid out around the decision: a verdict
+line (what improved, what regressed significantly, what is noise; the gate's result), scores with
+95% CIs and paired tests per task and per group, a forest plot of every tested metric, trainer
+checkpoints with CIs, judge win rates / arena ratings, then every sample in a searchable table
+(rendered client-side from an embedded JSON blob) and, last and collapsed, the run metadata.
+It works for one run (no deltas), N runs (a model per column) and trainer runs. This module builds
+plain dicts for the template; `templates/report.html.j2` only lays them out.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 from evalsuite import registry
 from evalsuite.reports import plots
+from evalsuite.reports.html_groups import group_rows, item_rows
+from evalsuite.reports.html_samples import blob, sample_rows
+from evalsuite.reports.html_training import training_sections
 
 if TYPE_CHECKING:
-    from evalsuite.reports.compare import Comparison
+    from evalsuite.reports.compare import Comparison, MetricRow
     from evalsuite.reports.gate import GateResult
     from evalsuite.rundir import RunLog
 
 TEMPLATES = Path(__file__).parent / "templates"
-MAX_CHANGED = 2000  # rows of the changed-verdicts table; beyond this the file gets unwieldy
-MAX_TEXT = 4000  # characters of one prompt/output shown
+ALPHA = 0.05
 # What judge tasks report as their headline: winrate / MT-Bench pairwise `win` (+ `lc_win_rate`), and
 # MT-Bench single mode's 1-10 `score` (only for tasks whose config names a judge).
 WIN_METRICS = ("win", "lc_win_rate", "win_rate")
 JUDGE_SCORE_METRICS = ("score",)
+SHORT_METHOD = {"mcnemar-exact": "McNemar", "paired-bootstrap": "bootstrap", "paired-cluster-bootstrap": "cluster bootstrap"}
 
 
 def _num(v: float | None, digits: int = 4) -> str:
@@ -40,10 +46,6 @@ def _p(v: float | None) -> str:
     if v is None or not math.isfinite(v):
         return "–"
     return f"{v:.3g}" if v >= 1e-4 else f"{v:.1e}"
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f" … [{len(text) - MAX_TEXT} more characters]"
 
 
 def metadata_rows(runs: list[RunLog]) -> list[dict[str, Any]]:
@@ -66,28 +68,51 @@ def metadata_rows(runs: list[RunLog]) -> list[dict[str, Any]]:
 
     flats = [flat(r) for r in runs]
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [{"field": k, "values": [f.get(k, "") for f in flats],
+    rows = [{"field": k, "values": [f.get(k, "") for f in flats],
              "differs": len({f.get(k, "") for f in flats}) > 1 and k != "run directory"} for k in keys]
+    for row in rows:  # always shown: which directory each column is, and whatever differs
+        row["shown"] = row["differs"] or row["field"] in ("run directory", "status") or len(runs) == 1
+    return rows
 
 
-def score_rows(comp: Comparison) -> list[dict[str, Any]]:
-    rows = []
-    for row in comp.rows:
+def significant(row: MetricRow, i: int) -> int:
+    """+1: run i is significantly better than the baseline on this row; -1 significantly worse; 0 noise."""
+    t = row.tests[i] if i < len(row.tests) else None
+    if t is None or row.diagnostic or not t.pvalue < ALPHA or t.delta == 0 or not math.isfinite(t.delta):
+        return 0
+    return 1 if (t.delta > 0) == row.higher_is_better else -1
+
+
+def ordered_rows(comp: Comparison, extra: Sequence[MetricRow] = (),
+                 replaced: dict[tuple[str, str], MetricRow] | None = None) -> list[MetricRow]:
+    """Per task: its overall rows (`replaced` by per-item ones where given), then its groups' rows."""
+    out = []
+    replaced = replaced or {}
+    for task in comp.tasks:
+        out += [replaced.get((r.task, r.metric), r) for r in comp.rows if r.task == task and r.group is None]
+        out += [r for r in comp.rows if r.task == task and r.group is not None]
+        out += [r for r in extra if r.task == task]
+    return out
+
+
+def score_rows(comp: Comparison, rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
         cells = [{"value": _num(e.value) if e else "–", "ci": f"[{_num(e.lo, 3)}, {_num(e.hi, 3)}]" if e else "",
                   "n": e.n if e else 0} for e in row.estimates]
         deltas = []
         for i in range(1, len(comp.runs)):
-            d, t = row.delta(i), row.tests[i]
-            sig = t is not None and t.pvalue < 0.05 and (d or 0) != 0 and not row.diagnostic
-            good = d is not None and (d > 0) == row.higher_is_better
+            d, t, sig = row.delta(i), row.tests[i], significant(row, i)
             deltas.append({"delta": f"{d:+.4f}" if d is not None and math.isfinite(d) else "–",
                            "ci": f"[{t.lo:+.3f}, {t.hi:+.3f}]" if t and math.isfinite(t.lo) else "",
-                           "p": _p(t.pvalue) if t else "–", "method": t.method if t else "no per-sample scores",
+                           "p": _p(t.pvalue) if t else "–", "method": SHORT_METHOD.get(t.method, t.method) if t else "–",
+                           "method_long": t.method if t else "no per-sample scores: no paired test",
                            "flips": f"−{t.a_only} / +{t.b_only}" if t and t.method == "mcnemar-exact" else "",
-                           "cls": ("good" if good else "bad") if sig else ""})
-        rows.append({"task": row.task, "group": row.group, "metric": row.metric, "cells": cells, "deltas": deltas,
-                     "judge": is_judge_metric(comp, row.task, row.metric)})
-    return rows
+                           "cls": {1: "good", -1: "bad", 0: ""}[sig]})
+        out.append({"task": row.task, "group": row.group, "metric": row.metric, "cells": cells, "deltas": deltas,
+                    "judge": is_judge_metric(comp, row.task, row.metric), "diagnostic": row.diagnostic,
+                    "sig": any(d["cls"] for d in deltas)})
+    return out
 
 
 def is_judge_metric(comp: Comparison, task: str, metric: str) -> bool:
@@ -98,58 +123,65 @@ def is_judge_metric(comp: Comparison, task: str, metric: str) -> bool:
     return metric in JUDGE_SCORE_METRICS and judged
 
 
-def forest_svg(comp: Comparison) -> str:
-    rows = [r for r in comp.rows if r.group is None] or comp.rows
-    series = []
-    for i in range(1, len(comp.runs)):
-        pts = []
-        for r in rows:
-            t = r.tests[i]
-            pts.append((t.delta, t.lo, t.hi) if t is not None and math.isfinite(t.lo) else None)
-        series.append((comp.labels[i], pts))
-    if not any(p for _, pts in series for p in pts):
-        return ""
-    return plots.forest([f"{r.task} · {r.metric}" for r in rows], series)
-
-
-def changed_rows(comp: Comparison) -> list[dict[str, Any]]:
-    return [{"run": comp.labels[c.run], "task": c.task, "id": c.id, "metric": c.metric, "direction": c.direction,
-             "prompt": _clip(c.prompt), "target": _clip(c.target), "outputs": [_clip(o) for o in c.outputs],
-             "answers": c.answers, "scores": [json.dumps(s, default=str) for s in c.scores]}
-            for c in comp.changed[:MAX_CHANGED]]
-
-
-def training_sections(comp: Comparison) -> list[dict[str, Any]]:
-    """Per trainer run: a loss chart (per logged step and per checkpoint) and a score chart, best step marked."""
+def verdicts(comp: Comparison, rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
+    """Per candidate run: the rows that improved and regressed significantly, and how many are noise."""
     out = []
-    for label, run in zip(comp.labels, comp.runs):
-        training = run.results.training
-        if training is None or not training.steps:
+    for i in range(1, len(comp.runs)):
+        better, worse, noise, untested = [], [], 0, 0
+        for row in rows:
+            if row.diagnostic:
+                continue
+            t = row.tests[i]
+            if t is None:
+                untested += 1
+                continue
+            item = {"name": f"{row.label} {row.metric}", "delta": f"{t.delta:+.4f}", "p": _p(t.pvalue),
+                    "group": row.group is not None}
+            sig = significant(row, i)
+            if sig > 0:
+                better.append(item)
+            elif sig < 0:
+                worse.append(item)
+            else:
+                noise += 1
+        out.append({"label": comp.labels[i], "better": better, "worse": worse, "noise": noise, "untested": untested})
+    return out
+
+
+def single_summary(comp: Comparison, rows: Sequence[MetricRow]) -> dict[str, Any]:
+    run = comp.runs[0]
+    truncated = sum(1 for r in run.records if _is_truncated(r))
+    return {"tasks": len(comp.tasks), "samples": len(run.records), "errors": sum(1 for r in run.records if r.error),
+            "truncated": truncated,
+            "headline": [{"task": r.task, "metric": r.metric, "value": _num(e.value),
+                          "ci": f"[{_num(e.lo, 3)}, {_num(e.hi, 3)}]"}
+                         for r in rows if r.group is None and not r.diagnostic and (e := r.estimates[0])]}
+
+
+def _is_truncated(record: Any) -> bool:
+    from evalsuite.reports.html_samples import truncated
+
+    return truncated(record)
+
+
+def forest_svgs(comp: Comparison, rows: Sequence[MetricRow]) -> list[str]:
+    """Every row with a paired test, significant points filled: rates in one plot, other scales in another."""
+    if len(comp.runs) < 2:
+        return []
+    tested = [r for r in rows if any(t is not None and math.isfinite(t.lo) for t in r.tests[1:])]
+    out = []
+    for part, x_label in (([r for r in tested if r.unit_interval], "Δ vs baseline (95% CI)"),
+                          ([r for r in tested if not r.unit_interval], "Δ vs baseline (95% CI), other scales")):
+        if not part:
             continue
-        steps = sorted(training.steps, key=lambda s: s.step)
-        xs = [float(s.step) for s in steps]
-        best = {"step": training.best.step, "metric": training.best.metric} if training.best else {"step": None, "metric": None}
-        best_x = float(best["step"]) if best["step"] is not None else None
-        losses: dict[str, tuple[list[float], list[Any]]] = {}
-        curve = [c for c in training.curve if c.get("loss") is not None]
-        if curve:
-            losses["train_loss (per step)"] = ([float(c["step"]) for c in curve], [c["loss"] for c in curve])
-        for key in ("train_loss", "val_loss"):
-            if any(getattr(s, key) is not None for s in steps):
-                losses[key] = (xs, [getattr(s, key) for s in steps])
-        names = list(dict.fromkeys(k for s in steps for k in s.scores))
-        scores = {k: (xs, [s.scores.get(k) for s in steps]) for k in names}
-        charts = []
-        if losses:
-            charts.append(plots.lines(f"{label}: loss", "step", losses, best_x))
-        if scores:
-            charts.append(plots.lines(f"{label}: scores per checkpoint", "step", scores, best_x))
-        columns = ["train_loss", "val_loss"]
-        table = [{"step": s.step, "best": s.step == best["step"],
-                  "values": [_num(getattr(s, k)) for k in columns] + [_num(s.scores.get(k)) for k in names]}
-                 for s in steps]
-        out.append({"label": label, "charts": charts, "columns": ["train_loss (window mean)", "val_loss"] + names,
-                    "table": table, "best": best})
+        series, marks = [], []
+        for i in range(1, len(comp.runs)):
+            pts = [(t.delta, t.lo, t.hi) if (t := r.tests[i]) is not None and math.isfinite(t.lo) else None
+                   for r in part]
+            series.append((comp.labels[i], pts))
+            marks.append([significant(r, i) != 0 for r in part])
+        labels = [f"{r.label} · {r.metric}" for r in part]
+        out.append(plots.forest(labels, series, x_label, marks))
     return out
 
 
@@ -184,23 +216,30 @@ def gate_view(result: GateResult | None) -> dict[str, Any] | None:
                        for c in result.checks]}
 
 
-@registry.reporter("html", "self-contained HTML comparison report (inline CSS/JS/SVG, opens offline)")
+@registry.reporter("html", "self-contained HTML report (inline CSS/JS/SVG, opens offline)")
 def render_html(comparison: Comparison, gate_result: GateResult | None = None, title: str | None = None,
-                arena_runs: Sequence[RunLog] = ()) -> str:
-    """The comparison (and optional gate result, arena runs) as one self-contained HTML document."""
+                arena_runs: Sequence[RunLog] = (), n_boot: int = 2000, seed: int = 0) -> str:
+    """The comparison (one run or several; optional gate result, arena runs) as one self-contained HTML document."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     comp = comparison
-    changed = changed_rows(comp)
-    scores = score_rows(comp)
+    rows = ordered_rows(comp, group_rows(comp, n_boot, seed), item_rows(comp))
+    scores = score_rows(comp, rows)
+    samples = sample_rows(comp.runs, comp.tasks)
+    single = len(comp.runs) == 1
+    default_title = f"evalsuite: {comp.labels[0]}" if single else f"evalsuite: {' vs '.join(comp.labels)}"
     return env.get_template("report.html.j2").render(
-        title=title or f"evalsuite: {' vs '.join(comp.labels)}",
+        title=title or default_title, single=single,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         labels=comp.labels, warnings=comp.warnings, metadata=metadata_rows(comp.runs),
-        scores=scores, win_rates=[r for r in scores if r["judge"]], forest=forest_svg(comp), changed=changed,
-        changed_total=len(comp.changed), changed_tasks=sorted({c["task"] for c in changed}),
-        training=training_sections(comp), arena=arena_sections(comp, arena_runs), gate=gate_view(gate_result),
+        verdicts=[] if single else verdicts(comp, rows), summary=single_summary(comp, rows) if single else None,
+        scores=scores, has_groups=any(r["group"] for r in scores), win_rates=[r for r in scores if r["judge"]],
+        forests=forest_svgs(comp, rows), samples_json=blob(samples), n_samples=len(samples),
+        n_changed=sum(1 for s in samples if s["changed"]), sample_tasks=list(comp.tasks),
+        training=training_sections(comp, n_boot, seed), arena=arena_sections(comp, arena_runs),
+        gate=gate_view(gate_result),
         decontamination=[{"label": k, "text": "\n".join(v)} for k, v in comp.decontamination.items()],
     )
+
