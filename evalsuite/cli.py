@@ -23,6 +23,7 @@ DELEGATED = {
     "arena": ("evalsuite.judges.cli", "pairwise arena over several runs: judge every pair, Bradley-Terry ratings"),
     "annotate": ("evalsuite.annotate.cli", "human evaluation in the browser: pairwise, Likert, ranking; export; import"),
     "cache": ("evalsuite.cache", "check or clear the model-call cache"),
+    "report": ("evalsuite.reports.cli", "self-contained HTML report of one run, several runs or a training run"),
 }
 
 

@@ -107,18 +107,3 @@ def newly_broken(kinds: tuple[str, ...] = KINDS) -> list[PluginInfo]:
     new = [b for b in broken(kinds) if b.error not in _reported]
     _reported.update(b.error for b in new if b.error)
     return new
-
-
-# ---------------------------------------------------------------------------- retired decorators
-def _retired(obj: T) -> T:
-    return obj
-
-
-def backend(name: str | None = None, description: str | None = None) -> Any:
-    """No-op kept while modules still carry the old decorator: backends are named by entry points."""
-    return _retired
-
-
-def reporter(name: str | None = None, description: str | None = None) -> Any:
-    """No-op kept while modules still carry the old decorator: reporters are named by entry points."""
-    return _retired

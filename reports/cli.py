@@ -30,21 +30,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "or task lists differ (said in the output); without it they are an error (exit 2)")
     p.add_argument("--n-boot", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report (= --report html:PATH)")
+    p.add_argument("--report", metavar="FORMAT:PATH", action="append", default=[],
+                   help="write a report with a registered reporter (`evalsuite list reporters`), e.g. markdown:out.md; "
+                        "repeatable")
     p.add_argument("--arena", metavar="RUN", action="append", default=[],
                    help="an `evalsuite arena` run directory whose ratings the HTML report shows (repeatable)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-
-
-def _write(path: str, text: str, what: str) -> None:
-    from evalsuite.errors import UsageError
-
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write the {what} to {path}: {exc.strerror}") from exc
-    print(f"wrote {what}: {path}", file=sys.stderr)
 
 
 def _arena_runs(args: argparse.Namespace) -> list:
@@ -70,9 +62,20 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def _report_pairs(args: argparse.Namespace) -> list:
+    """--report FORMAT:PATH and its spellings --html/--markdown/--junit PATH, checked before any work starts."""
+    from evalsuite.reports.reporters import parse_specs
+
+    specs = list(args.report)
+    specs += [f"{fmt}:{path}" for fmt in ("html", "markdown", "junit") if (path := getattr(args, fmt, None))]
+    return parse_specs(specs)
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from evalsuite.reports.compare import compare, load_runs
+    from evalsuite.reports.reporters import write_reports
 
+    reports = _report_pairs(args)
     comp = compare(load_runs(args.runs), tasks=_tasks(args.tasks), allow_mismatch=args.allow_mismatch,
                    n_boot=args.n_boot, seed=args.seed)
     if args.format == "markdown":
@@ -89,10 +92,7 @@ def run_compare(args: argparse.Namespace) -> int:
             console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
         _print_decontamination(console, comp)
-    if args.html:
-        from evalsuite.reports.html import render_html
-
-        _write(args.html, render_html(comp, arena_runs=_arena_runs(args)), "HTML report")
+    write_reports(reports, comp, None, html={"arena_runs": _arena_runs(args)})
     return 0
 
 
@@ -208,9 +208,10 @@ def _run_gate(args: argparse.Namespace) -> int:
     from evalsuite.errors import UsageError
     from evalsuite.reports.compare import compare, load_runs
     from evalsuite.reports.gate import gate, load_rules
-    from evalsuite.reports.junit import render_junit
-    from evalsuite.reports.markdown import render_markdown
 
+    from evalsuite.reports.reporters import write_reports
+
+    reports = _report_pairs(args)  # an unknown format fails before any model runs
     overrides = {k: v for k, v in (("alpha", args.alpha), ("max_drop", args.max_drop)) if v is not None}
     rules = load_rules(args.rules, overrides)  # a bad rules file fails before any model runs
     if args.run:
@@ -241,14 +242,7 @@ def _run_gate(args: argparse.Namespace) -> int:
                + (f" — with warnings: {len(warnings)}" if warnings else ""))
     console.print(summary, style="bold red" if result.failed else "bold green", highlight=False)
     _print_decontamination(console, comp)
-    if args.markdown:
-        _write(args.markdown, render_markdown(comp, result), "Markdown summary")
-    if args.junit:
-        _write(args.junit, render_junit(result, summary=summary), "JUnit XML")
-    if args.html:
-        from evalsuite.reports.html import render_html
-
-        _write(args.html, render_html(comp, result, arena_runs=_arena_runs(args)), "HTML report")
+    write_reports(reports, comp, result, html={"arena_runs": _arena_runs(args)}, junit={"summary": summary})
     return result.exit_code
 
 
@@ -278,7 +272,6 @@ def configure_report(p: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from evalsuite.errors import UsageError
     from evalsuite.reports.compare import compare
-    from evalsuite.reports.html import render_html
     from evalsuite.reports.html_groups import single_comparison
     from evalsuite.rundir import load_run
 
@@ -304,8 +297,10 @@ def run_report(args: argparse.Namespace) -> int:
         from evalsuite.reports.gate import gate, load_rules
 
         result = gate(comp, load_rules(args.rules), tasks=tasks)
-    html = render_html(comp, result, title=args.title, arena_runs=_arena_runs(args), n_boot=args.n_boot, seed=args.seed)
-    _write(args.output, html, "HTML report")
+    from evalsuite.reports.reporters import write_reports
+
+    write_reports([("html", Path(args.output))], comp, result,
+                  html={"title": args.title, "arena_runs": _arena_runs(args), "n_boot": args.n_boot, "seed": args.seed})
     return 0
 
 

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalsuite import registry
 from evalsuite.reports import plots
 from evalsuite.reports.html_groups import group_rows, item_rows
 from evalsuite.reports.html_samples import blob, sample_rows
@@ -216,7 +215,6 @@ def gate_view(result: GateResult | None) -> dict[str, Any] | None:
                        for c in result.checks]}
 
 
-@registry.reporter("html", "self-contained HTML report (inline CSS/JS/SVG, opens offline)")
 def render_html(comparison: Comparison, gate_result: GateResult | None = None, title: str | None = None,
                 arena_runs: Sequence[RunLog] = (), n_boot: int = 2000, seed: int = 0) -> str:
     """The comparison (one run or several; optional gate result, arena runs) as one self-contained HTML document."""

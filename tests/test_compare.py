@@ -335,3 +335,21 @@ def test_partial_credit_ci_stays_in_range() -> None:
     assert est.method == "bootstrap" and 0.0 <= est.lo <= est.value <= est.hi <= 1.0
     lo, _ = stats.normal_ci(*stats.mean_stderr(values))
     assert lo < 0.0, "the old interval left the range here"
+
+
+def test_reports_are_looked_up_by_name(pair: tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--report FORMAT:PATH` picks a registered reporter; an unknown one is exit 2 before any work, and junit
+    without a gate says so. Catches: reporters listed as a plugin group that nothing looks up by name."""
+    pa, pb, _, _ = pair
+    out = tmp_path / "r.md"
+    assert main(["compare", str(pa), str(pb), "--n-boot", "200", "--report", f"markdown:{out}"]) == 0
+    assert out.read_text().startswith("|") or "|" in out.read_text()
+    capsys.readouterr()
+    assert main(["compare", str(pa), str(pb), "--report", f"pdf:{tmp_path / 'x.pdf'}"]) == 2
+    assert "unknown reporter 'pdf'" in capsys.readouterr().err
+    assert main(["compare", str(pa), str(pb), "--n-boot", "200", "--report", f"junit:{tmp_path / 'j.xml'}"]) == 2
+    assert "use it with `evalsuite gate --report junit:PATH`" in capsys.readouterr().err
+    junit = tmp_path / "g.xml"
+    assert main(["gate", "--baseline", str(pa), "--candidate", str(pb), "--n-boot", "200",
+                 "--report", f"junit:{junit}"]) in (0, 1)
+    assert junit.read_text().startswith("<?xml")
