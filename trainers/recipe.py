@@ -190,7 +190,6 @@ class Recipe:
             TimeRemainingColumn,
         )
 
-        t = self.cfg.training
         batches = self.micro_batches()
         for _ in range(self.start_step * self.accum):  # replay the seeded order up to the checkpoint
             next(batches)
@@ -344,23 +343,12 @@ class Recipe:
                           f"({', '.join(sorted(row['scores']))}): no checkpoint can be marked best[/yellow]")
         self._log(row)
         if self.acc.is_main_process:
-            self._say(row)
+            console.print("checkpoint: " + report.checkpoint_line(row), soft_wrap=True, highlight=False)
         self.rows = sorted([r for r in self.rows if r["step"] != row["step"]] + [row], key=lambda r: r["step"])
         best = report.best(self.rows, self.cfg.eval.best_metric, self.cfg.eval.minimise)
         checkpoint.prune(self.run_dir, self.cfg.eval.keep_last, {best["step"]} if best else set())
         checkpoint.drop_old_optimizer_states(self.run_dir, self.cfg.training.keep_optimizer)
         self.write_results("running")
-
-    def _say(self, row: dict[str, Any]) -> None:
-        """One compact line per checkpoint (all tasks); the full table comes at the end."""
-        parts = [f"step {row['step']}"]
-        for key, label in (("train_loss", "train loss (window mean)"), ("val_loss", "val loss")):
-            if row.get(key) is not None:
-                parts.append(f"{label} {row[key]:.4f}")
-        parts += [f"{k} {v:.3f}" for k, v in sorted((row.get("scores") or {}).items()) if isinstance(v, (int, float))]
-        if row.get("eval_error"):
-            parts.append(f"[red]{row['eval_error']}[/red]")
-        console.print("checkpoint: " + " | ".join(parts), soft_wrap=True, highlight=False)
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.acc.is_main_process:

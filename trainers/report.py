@@ -38,6 +38,18 @@ def best(rows: list[dict[str, Any]], metric: str, minimise: bool) -> dict[str, A
             "eval_runs": row.get("eval_runs")}
 
 
+def checkpoint_line(row: dict[str, Any]) -> str:
+    """One compact line per checkpoint during training (all tasks); the full table comes at the end."""
+    parts = [f"step {row['step']}"]
+    for key, label in (("train_loss", "train loss (window mean)"), ("val_loss", "val loss")):
+        if row.get(key) is not None:
+            parts.append(f"{label} {row[key]:.4f}")
+    parts += [f"{k} {v:.3f}" for k, v in sorted((row.get("scores") or {}).items()) if isinstance(v, (int, float))]
+    if row.get("eval_error"):
+        parts.append(f"[red]{row['eval_error']}[/red]")
+    return " | ".join(parts)
+
+
 def table(results: RunResults) -> Any:
     """Rich table: step, train loss (window mean), val loss, one column per score; the best row starred."""
     from rich.table import Table

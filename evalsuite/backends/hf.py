@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalsuite.backends import Done, check_bool, check_choice, check_int, identity
+from evalsuite.backends import cpu_threads
 from evalsuite.backends import models as model_store
 from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
@@ -53,7 +54,7 @@ class HFBackend(LocalTokenization):
                            trust_remote_code=trust_remote_code, num_threads=num_threads)
         import torch
 
-        self.threads_note = set_cpu_threads(torch, num_threads)
+        self.threads_note = cpu_threads.apply(torch, num_threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         resolved = model_store.resolve(model)
@@ -385,23 +386,3 @@ def check_device(device: Any) -> None:
             raise UsageError(f"--model-args device={device}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--model-args device={device}: MPS is not available here; use device=cpu or device=auto")
-
-
-def set_cpu_threads(torch: Any, num_threads: int | str | None) -> str:
-    """torch's CPU threads: a number, or `auto` = one thread when the machine is already busy.
-
-    On a shared machine (load average at or above the core count) torch's OpenMP workers spin against
-    the other jobs: benchmarks/bench_cpu_threads.py measured greedy generation at 0.47 tokens/s with
-    torch's default 2 threads and 3.08 with one thread, on 2 cores at load average 12. A machine whose
-    load is below its core count keeps torch's default."""
-    import os
-
-    if isinstance(num_threads, int) and not isinstance(num_threads, bool):
-        torch.set_num_threads(num_threads)
-        return f"{num_threads} (num_threads)"
-    if num_threads == "auto" and hasattr(os, "getloadavg"):
-        load, cores = os.getloadavg()[0], os.cpu_count() or 1
-        if load >= cores:
-            torch.set_num_threads(1)
-            return f"1 (auto: load average {load:.1f} >= {cores} cores)"
-    return f"{torch.get_num_threads()} (torch default)"
