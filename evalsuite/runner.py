@@ -318,6 +318,7 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
         log = rundir.load_run(run_dir)
         model_info = log.results.model.model_copy(update={"rescored_from": str(Path(run_dir).resolve())})
         stored = {name: log.records_for(name) for name in tasks}
+        missing = {name: list(log.tasks[name].missing) for name in tasks if name in log.tasks}  # still missing
         absent = [n for n, recs in stored.items() if not recs]
         if absent:
             raise UsageError(f"{run_dir} has no samples for task(s) {absent}")
@@ -358,6 +359,8 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
                 writer.add_task(name, finish_task(name, task, records, ctx, timing, (missing or {}).get(name, ())), records)
         log = writer.finish("complete")
         unhealthy = judge_health(log, cfg.max_judge_errors)
+        if unhealthy:  # the numbers are kept, and the run says why they are not to be trusted
+            log = writer.finish("complete", f"judge health: {unhealthy}")
         if cfg.export:
             from evalsuite.export import export_run
 
@@ -365,9 +368,9 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
     except KeyboardInterrupt:
         writer.finish("interrupted")
         raise Interrupted(f"interrupted: finished tasks are in {out}; model calls are cached, re-run to resume") from None
-    except EvalsuiteError as exc:
+    except BaseException as exc:  # anything else (a task bug, out of memory): the run says it failed, and why
         if writer.results.status == "running":
-            writer.finish("failed", str(exc))
+            writer.finish("failed", str(exc) if isinstance(exc, EvalsuiteError) else f"{type(exc).__name__}: {exc}")
         raise
     finally:
         if cleanup:

@@ -2,7 +2,8 @@
 
 The standard error is the sample standard deviation over sqrt(n) (lm-eval's `mean_stderr`),
 so numbers line up with the peers'. Confidence intervals: Wilson for 0/1 scores (it stays inside
-[0, 1] and behaves near 0 and 1, where the normal interval does not), normal otherwise.
+[0, 1] and behaves near 0 and 1, where the normal interval does not), a percentile bootstrap for other
+scores in [0, 1], a cluster bootstrap for means over clustered sub-items, normal for unbounded scores.
 Two runs on the same samples are compared *paired*, which removes the between-sample variance
 that dwarfs the difference between two models: McNemar's exact test for 0/1 scores, a seeded
 paired bootstrap for everything else. numpy/scipy are imported inside the functions, so this

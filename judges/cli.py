@@ -51,13 +51,15 @@ def run_arena(args: argparse.Namespace) -> int:
         raise UsageError("an arena needs at least two run directories")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be a positive number, got {args.limit}")
+    if not 0.0 <= args.max_judge_errors <= 1.0:
+        raise UsageError(f"--max-judge-errors takes a share between 0 and 1, got {args.max_judge_errors}")
+    human = human_ratings(args.human, args.bootstrap, args.seed) if args.human else None  # checked before judging
     contestants = load_contestants(args.runs, args.task)
     judge = PairwiseJudge(template=args.judge_template, samples=args.judge_samples, max_tokens=args.judge_max_tokens,
                           temperature=args.judge_temperature, seed=args.seed)
     jobs, meta = build_battles(contestants, judge, args.limit, use_reference=not args.no_reference)
     if not jobs:
         raise UsageError(f"the runs share no answered samples of task '{args.task}': nothing to judge")
-    out = rundir.new_run_dir(args.output_dir, "arena", [args.task])
     cache = NullCache() if args.no_cache else CallCache(Path(args.cache_path) if args.cache_path else None)
     client = ModelClient(args.judge, parse_kv(args.judge_args, "--judge-args"), cache)
     try:
@@ -68,8 +70,9 @@ def run_arena(args: argparse.Namespace) -> int:
     finally:
         cache.close()
         client.close()
-    if args.human:
-        results.arena.human = human_ratings(args.human, args.bootstrap, args.seed)
+    if human:
+        results.arena.human = human
+    out = rundir.new_run_dir(args.output_dir, "arena", [args.task])  # made once the judging is done: none left empty
     writer = rundir.RunWriter(out, results)
     writer.add_task(f"arena:{args.task}", results.tasks.pop(f"arena:{args.task}"), records)
     writer.finish("complete")

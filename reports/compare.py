@@ -216,8 +216,9 @@ def _cluster_row(runs: Sequence[RunLog], task: str, group: str | None, metric: s
     """A mean over clustered sub-items: cluster-bootstrap CIs and a paired cluster test over shared samples."""
     num, den = keys
     parts = [(_values(recs, num), _values(recs, den)) for recs in per_run]
-    estimates = [stats.ratio_ci([x[s] for s in x if s in w], [w[s] for s in x if s in w], seed=seed) if x else None
-                 for x, w in parts]
+    # a run written before its task recorded the cluster parts keeps its stored score (a normal CI, no test)
+    estimates = [stats.ratio_ci([x[s] for s in x if s in w], [w[s] for s in x if s in w], seed=seed) if x
+                 else _estimate(stored_metrics(run).get(metric), {}) for run, (x, w) in zip(runs, parts)]
     tests: list[stats.PairedTest | None] = [None]
     for i in range(1, len(runs)):
         (xa, wa), (xb, wb) = parts[0], parts[i]

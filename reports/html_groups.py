@@ -86,14 +86,16 @@ def group_rows(comp: Comparison, n_boot: int = 2000, seed: int = 0) -> list[Metr
 
 
 def item_rows(comp: Comparison) -> dict[tuple[str, str], MetricRow]:
-    """Task-level per-instruction metrics (IFEval's inst_level_*) rebuilt from the per-item verdicts:
-    the samples hold no per-sample value of them, so `compare` has only the stored stderr (a normal CI
-    that can leave [0, 1], and no paired test)."""
+    """Task-level per-instruction metrics (IFEval's inst_level_*) of runs that declare no clusters (written
+    before IFEval recorded per-prompt parts), rebuilt from the per-item verdicts. Where `compare` already has
+    the cluster-bootstrap row (instructions resampled by prompt, as the gate tests them), that row stays."""
     out = {}
     for task in comp.tasks:
         items = [_items(run, task).get(OVERALL, {}) for run in comp.runs]
         for metric in ITEM_METRICS.values():
-            if comp.find(task, metric) is not None and all(it.get(metric) for it in items):
+            row = comp.find(task, metric)
+            clustered = row is not None and any(e is not None and e.method == "cluster-bootstrap" for e in row.estimates)
+            if row is not None and not clustered and all(it.get(metric) for it in items):
                 out[(task, metric)] = _row(comp, task, None, metric, [it[metric] for it in items])
     return out
 

@@ -131,5 +131,5 @@ def test_real_model_on_real_arc_and_hellaswag(shared_data: Path, smollm2_dir: Pa
     run = load_run(run_eval(RunConfig(tasks=["arc_challenge", "hellaswag"], model="smollm2-135m",
                                       limit=1, data_dir=str(shared_data), output_dir=str(tmp_path))))
     for name in ("arc_challenge", "hellaswag"):
-        assert run.tasks[name]["n"] == 1 and set(run.tasks[name]["metrics"]) == {"acc", "acc_norm", "acc_bytes"}
+        assert run.tasks[name].n == 1 and set(run.tasks[name].metrics) == {"acc", "acc_norm", "acc_bytes"}
         assert all(len(r.outputs) == 4 and all(o.logprob < 0 for o in r.outputs) for r in run.records_for(name))

@@ -196,16 +196,16 @@ def test_bridge_scores_equal_lm_evals_and_backends_agree(include_dir: Path, tiny
     theirs = lm_eval.simple_evaluate(model="evalsuite", model_args=f"model={tiny_model_dir},cache_path={cache}",
                                      tasks=list(TASKS), task_manager=TaskManager(include_path=str(include_dir), include_defaults=False))
     for t in TASKS:
-        ours = run.tasks[f"lm_eval:{t}"]["metrics"]
+        ours = run.tasks[f"lm_eval:{t}"].metrics
         keys = [k for k in theirs["results"][t] if "," in k and "_stderr" not in k]
         assert len(keys) == len(ours) >= 2, (keys, ours)
         for key in keys:
             metric, _, filt = key.partition(",")
             mine = ours[metric if filt == "none" else key]
-            assert math.isclose(mine["value"], theirs["results"][t][key], rel_tol=1e-9), (t, key)
+            assert math.isclose(mine.value, theirs["results"][t][key], rel_tol=1e-9), (t, key)
             se = theirs["results"][t][f"{metric}_stderr,{filt}"]
             if isinstance(se, float):
-                assert math.isclose(mine["stderr"], se, rel_tol=1e-6), (t, key)
+                assert math.isclose(mine.stderr, se, rel_tol=1e-6), (t, key)
     gen_records = run.records_for("lm_eval:es_gen")
     assert all("digits" in r.score.answer["filtered"] for r in gen_records)
     # evalsuite's HF backend vs lm-eval's HFLM on the same weights: the same log-likelihoods

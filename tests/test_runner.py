@@ -205,3 +205,22 @@ def test_truncation_is_counted_and_said(tiny_model_dir: Path, data_dir: Path, tm
     assert all(o.extra["finish_reason"] == ["length"] for r in load_run(run).records for o in r.outputs)
     err = capsys.readouterr().err
     assert "gsm8k: 6 of 6 answers hit max_tokens" in err and "cut off at max_tokens" in err
+
+
+def test_a_crash_marks_the_run_failed(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception (a task bug, out of memory) leaves results.json `failed` with the error, not `running`.
+    Catches: only KeyboardInterrupt and evalsuite's own errors being recorded."""
+    from evalsuite.rundir import load_results
+    from evalsuite.tasks.gsm8k import GSM8K
+
+    def broken(self, sample, outputs):
+        raise ValueError("a bug in the scorer")
+
+    monkeypatch.setattr(GSM8K, "score", broken)
+    outputs = tmp_path / "outs.jsonl"
+    outputs.write_text("".join(json.dumps({"id": str(i), "output": "#### 1"}) + "\n" for i in range(6)))
+    with pytest.raises(ValueError):
+        score_outputs(RunConfig(tasks=["gsm8k"], data_dir=str(data_dir), output_dir=str(tmp_path / "r")), outputs=str(outputs))
+    (run,) = (tmp_path / "r").iterdir()
+    results = load_results(run)
+    assert results.status == "failed" and results.error == "ValueError: a bug in the scorer"

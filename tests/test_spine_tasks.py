@@ -97,7 +97,7 @@ def test_real_model_on_real_data(shared_data: Path, tmp_path: Path) -> None:
 
     run = load_run(run_eval(RunConfig(tasks=["mmlu", "gsm8k"], model="smollm2-135m", limit=5,
                                       data_dir=str(shared_data), output_dir=str(tmp_path))))
-    assert run.tasks["mmlu"]["n"] == 5 and run.tasks["gsm8k"]["n"] == 5
+    assert run.tasks["mmlu"].n == 5 and run.tasks["gsm8k"].n == 5
     assert len({r.sample.metadata["subject"] for r in run.records_for("mmlu")}) == 5
     gsm = run.records_for("gsm8k")
     assert all(r.outputs[0].tokens_out > 0 and "Question:" not in r.outputs[0].text for r in gsm)

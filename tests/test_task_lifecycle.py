@@ -134,7 +134,7 @@ def test_gsm8k_majority_vote_run_on_a_real_model(tiny_model_dir: Path, tmp_path:
                  str(tmp_path / "r"), "--no-cache"]) == 0
     (run_dir,) = (tmp_path / "r").iterdir()
     run = load_run(run_dir)
-    config = run.tasks["gsm8k"]["config"]
+    config = run.tasks["gsm8k"].config
     assert (config["samples_per_task"], config["temperature"], config["seed"], config["max_tokens"]) == (3, 0.2, 5, 8)
     for rec in run.records:
         assert len(rec.outputs[0].texts) == 3 and rec.requests[0].n == 3 and rec.requests[0].seed == 5

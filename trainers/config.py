@@ -135,7 +135,20 @@ class EvalConfig(_Strict):
 
     @property
     def minimise(self) -> bool:
-        return self.best_mode == "min" or (self.best_mode == "auto" and "loss" in self.best_metric)
+        """auto: losses are minimised; a TASK/METRIC goes the way its task declares (`Task.higher_is_better`)."""
+        if self.best_mode != "auto":
+            return self.best_mode == "min"
+        if "/" not in self.best_metric:
+            return "loss" in self.best_metric
+        task, metric = self.best_metric.split("/", 1)
+        try:
+            from evalsuite import registry
+
+            factory = registry.get("tasks", task.partition(":")[0])
+        except Exception:  # noqa: BLE001 - an unknown task is reported by the preflight, not here
+            return False
+        direction = getattr(factory, "metric_higher_is_better", None)  # a Task class: read its declaration
+        return isinstance(factory, type) and callable(direction) and direction(factory, metric) is False
 
 
 class ExportConfig(_Strict):

@@ -26,6 +26,7 @@ from evalsuite.errors import UsageError
 
 if TYPE_CHECKING:
     from evalsuite.backends.vllm import VLLMBackend
+    from evalsuite.runlog import RunResults
 
 IN_PROCESS_ARGS = ("batch_size", "max_batch_tokens", "max_length", "prefix_sharing", "min_shared_prefix")
 
@@ -79,8 +80,9 @@ def score(ckpt: Path, tasks: list[str], out_dir: Path, limit: int | None, data_d
     for names, args in groups.values():
         cfg = RunConfig(tasks=names, model=str(ckpt), backend=backend_name, limit=limit, data_dir=data_dir, output_dir=str(out_dir),
                         task_args=args, model_args=dict(model_args or {}), seed=seed, show_table=False)
-        run_dir = run_eval(cfg, backend=backend).path
-        scores.update(flat_scores(json.loads((run_dir / "results.json").read_text())))
+        log = run_eval(cfg, backend=backend)
+        run_dir = log.path
+        scores.update(flat_scores(log.results))
         runs.append(run_dir)
     return scores, runs
 
@@ -91,9 +93,9 @@ def per_task_args(task_args: dict[str, Any], tasks: list[str], name: str) -> dic
     return dict(task_args)
 
 
-def flat_scores(results: dict[str, Any]) -> dict[str, float]:
-    return {f"{t}/{m}": v["value"] for t, sec in results.get("tasks", {}).items()
-            for m, v in sec.get("metrics", {}).items() if isinstance(v, dict) and v.get("value") is not None}
+def flat_scores(results: RunResults) -> dict[str, float]:
+    """"task/metric" -> value of a run log's metrics (the checkpoint table's columns)."""
+    return {f"{t}/{m}": v.value for t, sec in results.tasks.items() for m, v in sec.metrics.items() if v.value is not None}
 
 
 # ---------------------------------------------------------------------------- asynchronous jobs

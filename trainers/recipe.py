@@ -41,7 +41,7 @@ class Recipe:
         self.engine: Any = None  # in-process vLLM scoring: one warm engine, each checkpoint an adapter on it
         self.start_step, self.tokens_seen, self.wall_before = 0, 0, 0.0
         self.warned_metric = False  # best_metric named a task but not one of its metrics (said once)
-        self.created = runlog.now()
+        self.created, self.process = runlog.now(), runlog.this_process()  # who writes: a dead run reads interrupted
 
     # ================================================================ setup
     def setup(self) -> None:
@@ -312,7 +312,9 @@ class Recipe:
         """auto: a child process on GPU, or for backends that cannot score in process (vLLM needs a LoRA run)."""
         e = self.cfg.eval
         in_process = e.backend == "hf" or (e.backend == "vllm" and self.cfg.training.method != "full")
-        return e.asynchronous == "on" or (e.asynchronous == "auto" and (self.acc.device.type == "cuda" or not in_process))
+        # several processes: rank 0 scoring in process would leave the others blocked in the next step's collectives
+        busy = self.acc.device.type == "cuda" or self.acc.num_processes > 1 or not in_process
+        return e.asynchronous == "on" or (e.asynchronous == "auto" and busy)
 
     def _job(self) -> dict[str, Any]:
         e = self.cfg.eval
@@ -356,7 +358,7 @@ class Recipe:
                 f.write(json.dumps(row) + "\n")
 
     # ================================================================ save
-    def write_results(self, status: runlog.Status) -> RunResults:
+    def write_results(self, status: runlog.Status, error: str | None = None) -> RunResults:
         """The training run's typed run log: checkpoints, best, loss curve, and the best checkpoint's tasks."""
         best = report.best(self.rows, self.cfg.eval.best_metric, self.cfg.eval.minimise)
         tasks: dict[str, runlog.TaskResult] = {}
@@ -370,6 +372,7 @@ class Recipe:
         name = f"{self.run_dir.name}@step-{best['step']}" if best else self.run_dir.name
         results = RunResults(
             kind="training", status=status, created=self.created, config=self.cfg.model_dump(mode="json"),
+            process=self.process, error=error,
             environment=runlog.environment(), chat_template=self.template, tasks=tasks,
             model=runlog.ModelInfo(name=name, base=self.base.name, spec=self.cfg.model, backend=self.cfg.eval.backend,
                                    adapter=best and best["checkpoint"], fingerprint=self.cfg.fingerprint()),
@@ -398,6 +401,11 @@ def run(cfg: TrainConfig, run_dir: Path) -> RunResults | None:
     recipe.setup()
     try:
         recipe.train()
+    except BaseException as exc:  # the run log says the run stopped, and why (what was saved stays for resume)
+        if recipe.acc.is_main_process:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            recipe.write_results(status, None if status == "interrupted" else f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         if recipe.engine is not None:
             recipe.engine.close()

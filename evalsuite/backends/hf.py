@@ -125,6 +125,7 @@ class HFBackend(LocalTokenization):
             engine=engine, weights=model_store.weights_hash(resolved.path, resolved.adapter), dtype=self.dtype,
             quantization=quantization.to_dict() if hasattr(quantization, "to_dict") else quantization,
             chat_template=tokenizer.chat_template, add_bos_token=self.add_bos_token, max_length=self.max_length,
+            options={"device": self.device.split(":")[0]},  # CPU and CUDA kernels give different numbers
         )
 
     # ---------------------------------------------------------------- options
