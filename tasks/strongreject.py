@@ -60,11 +60,11 @@ class RubricJudge(Judge):
     """StrongREJECT's rubric judge: the data dir's prompts, `Judgment.value` = the score, fields in `extra`."""
 
     def __init__(self, system: str, user: str, source_id: str, max_tokens: int = 512) -> None:
+        super().__init__(max_tokens=max_tokens, temperature=0.0)
+        # the data dir's prompts replace the template; its sha256 (logged per judgment) covers both files
         self.template = PromptTemplate(source_id, system + "\n\n" + user, lambda **v: (
             system, user.format(forbidden_prompt=v["question"], response=v["answer"])))
-        self.rubric, self.max_tokens, self.seed = "", max_tokens, 0
-        self._temperature_arg = 0.0
-        self.set_samples(1)
+        self.rubric = "StrongREJECT rubric (rubric_user.txt)"
 
     def _decide(self, item: JudgeItem, texts: list[list[str | None]]) -> Judgment:
         fields, why = parse_rubric(texts[0][0] if texts and texts[0] else None)

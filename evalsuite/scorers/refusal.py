@@ -97,8 +97,10 @@ class RefusalJudge(Judge):
 
     def __init__(self, template: str | None = None, rubric: str | None = None, max_tokens: int = 256,
                  temperature: float | None = None, samples: int = 1, seed: int = 0) -> None:
-        super().__init__(template=template, rubric=rubric or "", max_tokens=max_tokens, temperature=temperature,
+        super().__init__(template=template, rubric=rubric, max_tokens=max_tokens, temperature=temperature,
                          samples=samples, seed=seed)
+        # the default template holds the class definitions itself; a custom template may use `rubric`
+        self.rubric = rubric or "XSTest's three classes, as defined in the template"
 
     def _decide(self, item: JudgeItem, texts: list[list[str | None]]) -> Judgment:
         parsed = [parse_refusal_verdict(t) for t in texts[0]]
