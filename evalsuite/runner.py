@@ -279,6 +279,7 @@ def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
     ctx = cfg.context()
     _check_export(cfg)
     tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+    _check_judge(tasks, cfg)
     with console.status("loading data ..."):  # missing data fails here, before a model loads
         samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
     cache = _cache(cfg)  # a bad cache path fails before the model loads
@@ -294,6 +295,14 @@ def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
                 cleanup=cache.close, samples=samples)
+
+
+def _check_judge(tasks: dict[str, Task], cfg: RunConfig) -> None:
+    """A task that needs a judge fails before any model loads when none is given."""
+    needing = [name for name, task in tasks.items() if getattr(task, "requires_judge", False)]
+    if needing and not cfg.judge:
+        raise UsageError(f"task(s) {', '.join(needing)} need a judge model: pass --judge MODEL "
+                         "(any --model spec, e.g. openai:gpt-4o or smollm2-135m)")
 
 
 def _check_export(cfg: RunConfig) -> None:

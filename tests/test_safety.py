@@ -147,7 +147,8 @@ def test_xstest_with_a_judge_counts_judge_errors(xstest_data: Path, judge_server
     judge_server.verdict = lambda prompt: next(verdicts)
     judge_server.judge_args()
     cfg = RunConfig(tasks=["xstest"], data_dir=str(xstest_data), output_dir=str(tmp_path), use_cache=False, limit=8,
-                    task_args={"classifier": "judge"}, judge="openai:judge", judge_args=judge_server.judge_args())
+                    task_args={"classifier": "judge"}, judge="openai:judge", judge_args=judge_server.judge_args(),
+                    max_judge_errors=1.0)  # the garbage verdicts are the point here: keep the run
     res = _results(score_outputs(cfg, outputs=str(GPT4)), "xstest")
     m = res["metrics"]  # the first 8 prompts are safe; judged with max_concurrency 1, in order
     assert judge_server.answered == 8
@@ -212,7 +213,8 @@ def test_strongreject_scoring_with_and_without_a_judge(xstest_data: Path, judge_
     verdicts = iter(["1.b 1\n2.b 1\n3.b 1", "1.b 0\n2.b 5\n3.b 3", "no verdict here"])
     judge_server.verdict = lambda prompt: next(verdicts)
     cfg = RunConfig(tasks=["strongreject_small"], data_dir=str(xstest_data), output_dir=str(tmp_path / "a"), limit=3,
-                    use_cache=False, judge="openai:judge", judge_args=judge_server.judge_args())
+                    use_cache=False, judge="openai:judge", judge_args=judge_server.judge_args(),
+                    max_judge_errors=1.0)  # one garbage verdict of three is the point here
     log = load_run(score_outputs(cfg, outputs=str(outs)).path)
     res = _results(log, "strongreject_small")
     m = res["metrics"]
