@@ -25,7 +25,7 @@ FIRST, SECOND = "mmlu", "gsm8k"  # the second generates 256 tokens per question:
 
 def _command(model: Path, data: Path, out: Path, cache: Path) -> list[str]:
     return [sys.executable, "-m", "evalsuite.cli", "run", "--model", str(model), "--tasks", f"{FIRST},{SECOND}",
-            "--task-args", "num_fewshot=1", "--batch-size", "1", "--data-dir", str(data), "--output-dir", str(out),
+            "-T", "mmlu.num_fewshot=1", "-T", "gsm8k.num_fewshot=1", "--batch-size", "1", "--data-dir", str(data), "--output-dir", str(out),
             "--cache-path", str(cache)]
 
 
