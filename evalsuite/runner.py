@@ -178,7 +178,10 @@ def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: 
     for out in found.values():
         out.extra["cached"] = True  # recorded in samples.jsonl: this answer was not recomputed
     misses: dict[str, Request] = {k: r for k, r in zip(keys, requests) if k not in found}
-    bar = progress.add_task(label, total=len(misses) or None, tokens=0)
+    unique = len(found) + len(misses)
+    # cached work shows as cached ("20/20 (20 cached)"), not as a bar of the misses alone ("1/1")
+    shown = f"{label} ({len(found)} cached)" if found else label
+    bar = progress.add_task(shown, total=unique or None, completed=len(found), tokens=0)
     tokens = [0]
     for kind in ("loglikelihood", "generate"):
         batch_keys = [k for k, r in misses.items() if r.kind == kind]
@@ -193,7 +196,7 @@ def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: 
 
         getattr(backend, kind)([misses[k] for k in batch_keys], done)
     cache.flush()
-    progress.update(bar, total=max(1, len(misses)), completed=max(1, len(misses)))
+    progress.update(bar, total=max(1, unique), completed=max(1, unique))
     lost = [k for k in misses if k not in found]
     for k in lost:  # a backend that silently skipped a request: record it, never drop it
         found[k] = Output(error="backend returned no output for this request")

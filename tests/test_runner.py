@@ -224,3 +224,28 @@ def test_a_crash_marks_the_run_failed(data_dir: Path, tmp_path: Path, monkeypatc
     (run,) = (tmp_path / "r").iterdir()
     results = load_results(run)
     assert results.status == "failed" and results.error == "ValueError: a bug in the scorer"
+
+
+def test_a_cached_rerun_shows_its_work_as_cached(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """The progress bar of a fully cached re-run says "6/6 (6 cached)", not "1/1". Catches: the bar counting only
+    the requests sent to the model."""
+    from rich.console import Console
+
+    from evalsuite import progress as progress_module
+
+    cfg = RunConfig(tasks=["gsm8k"], model=str(tiny_model_dir), data_dir=str(data_dir), output_dir=str(tmp_path / "r"),
+                    task_args={"gsm8k": {"max_tokens": 3}}, cache_path=str(tmp_path / "c.sqlite"))
+    run_eval(cfg)
+    recorded = Console(record=True, width=200, force_terminal=False)
+    real = progress_module.console
+    progress_module.console = recorded
+    try:
+        import evalsuite.runner as runner_module
+
+        runner_module.console = recorded
+        run_eval(cfg)
+    finally:
+        progress_module.console = real
+        runner_module.console = real
+    text = recorded.export_text()
+    assert "gsm8k (6 cached)" in text and "6/6" in text, text[-1500:]
