@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalsuite.reports import plots
+from evalsuite.reports.numbers import fmt_number as _num
+from evalsuite.reports.numbers import fmt_pvalue as _p
 from evalsuite.reports.html_groups import group_rows, item_rows
 from evalsuite.reports.html_samples import blob, sample_rows
 from evalsuite.reports.html_training import training_sections
@@ -37,14 +39,6 @@ JUDGE_SCORE_METRICS = ("score",)
 SHORT_METHOD = {"mcnemar-exact": "McNemar", "paired-bootstrap": "bootstrap", "paired-cluster-bootstrap": "cluster bootstrap"}
 
 
-def _num(v: float | None, digits: int = 4) -> str:
-    return f"{v:.{digits}f}" if v is not None and math.isfinite(v) else "–"
-
-
-def _p(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.3g}" if v >= 1e-4 else f"{v:.1e}"
 
 
 def metadata_rows(runs: list[RunLog]) -> list[dict[str, Any]]:

@@ -6,24 +6,17 @@ from its eval run's samples and a paired test against the first checkpoint, exac
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from evalsuite.reports import plots
+from evalsuite.reports.numbers import fmt_number as _num
+from evalsuite.reports.numbers import fmt_pvalue as _p
 
 if TYPE_CHECKING:
     from evalsuite.reports.compare import Comparison, MetricRow
     from evalsuite.rundir import RunLog
 
 
-def _num(v: float | None, digits: int = 4) -> str:
-    return f"{v:.{digits}f}" if v is not None and math.isfinite(v) else "–"
-
-
-def _p(v: float | None) -> str:
-    if v is None or not math.isfinite(v):
-        return "–"
-    return f"{v:.3g}" if v >= 1e-4 else f"{v:.1e}"
 
 
 def checkpoint_comparison(run: RunLog, n_boot: int = 2000, seed: int = 0) -> tuple[list[int], Comparison | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from evalsuite.reports.numbers import fmt_pvalue
 
 if TYPE_CHECKING:
     from evalsuite.reports.compare import Comparison, MetricRow
@@ -45,9 +46,7 @@ def fmt_delta(row: MetricRow, i: int) -> str:
 
 def fmt_p(row: MetricRow, i: int) -> str:
     test = row.tests[i]
-    if test is None or not math.isfinite(test.pvalue):
-        return "–"
-    return f"{test.pvalue:.3g}" if test.pvalue >= 1e-4 else f"{test.pvalue:.1e}"
+    return fmt_pvalue(test.pvalue if test is not None else None)
 
 
 def comparison_table(comp: Comparison, include_groups: bool = True) -> str:
