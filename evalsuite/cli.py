@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from evalsuite.cpu_defaults import CPU_MAX_TOKENS
+
 DELEGATED = {
     "compare": ("evalsuite.reports.cli", "compare runs: score table with CIs, paired tests, HTML report"),
     "gate": ("evalsuite.reports.cli", "CI regression gate: exit 1 when the candidate regressed"),
@@ -96,6 +98,18 @@ def _share(text: str) -> float:
     return value
 
 
+def _cpu_max_tokens(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of tokens >= 1 or 'none', got {text}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite list tasks`)")
     p.add_argument("--task-args", help="TASK:key=value[,key=value,TASK2:key=value...] task arguments "
@@ -135,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--samples-per-task", type=_samples_per_task, default=1,
                      help="samples per prompt (pass@k, majority vote) for the tasks that sample")
     run.add_argument("--temperature", type=_temperature, help="sampling temperature (>= 0) for the tasks that sample")
+    run.add_argument("--cpu-max-tokens", type=_cpu_max_tokens, default=CPU_MAX_TOKENS, metavar="N|none",
+                     help=f"on a CPU model, cap each task's own max_tokens at N (default {CPU_MAX_TOKENS}; "
+                     "none keeps the tasks' own; -T TASK.max_tokens=N always wins)")
     _add_common(run)
 
     score = sub.add_parser("score", help="score outputs made elsewhere, or re-score a run dir (no model)")
@@ -206,6 +223,7 @@ def _config(args: argparse.Namespace) -> Any:
         allow_missing=getattr(args, "allow_missing", False),
         max_judge_errors=args.max_judge_errors,
         export=[e.strip() for e in (args.export or "").split(",") if e.strip()],
+        cpu_max_tokens=getattr(args, "cpu_max_tokens", CPU_MAX_TOKENS),
     )
 
 

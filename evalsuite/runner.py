@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import outputs as outputs_file
-from evalsuite import registry, rundir, runlog
+from evalsuite import cpu_defaults, registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
@@ -58,6 +58,7 @@ class RunConfig:
     judge_args: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # run-wide task options (e.g. include_path)
     export: list[str] = field(default_factory=list)  # extra result formats written into the run dir
+    cpu_max_tokens: int | None = cpu_defaults.CPU_MAX_TOKENS  # cap of a task's own max_tokens on a CPU model
 
     def context(self) -> TaskContext:
         if self.limit is not None and self.limit < 1:
@@ -270,7 +271,7 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
         console.print(f"[yellow]warning:[/yellow] {escape(name)}: {truncated} of {generations} answers hit max_tokens "
                       "and were cut off: raise the task's max_tokens (-T TASK.max_tokens=N) or read its scores with care")
     return TaskResult(version=str(task.version), n=len(records), group_by=task.group_by, metrics=metrics, groups=groups,
-                      config=task.config(), errors=len(records) - len(ok), missing=list(missing), cached=cached,
+                      config=cpu_defaults.recorded_config(task, task.config()), errors=len(records) - len(ok), missing=list(missing), cached=cached,
                       generations=generations, truncated=truncated, timing=timing, **summary)
 
 
@@ -295,6 +296,12 @@ def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
         raise
     ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     model_info = ModelInfo(name=backend.model_name, spec=cfg.model, fingerprint=backend.fingerprint, **backend.info())
+    from evalsuite import taskargs
+
+    capped = cpu_defaults.cap_max_tokens(tasks, taskargs.by_task(cfg.tasks, cfg.task_args), getattr(model_info, "device", None),
+                                         cfg.cpu_max_tokens)
+    for name, own in capped.items():
+        console.print(f"[yellow]{cpu_defaults.notice(name, own, cfg.cpu_max_tokens)}[/yellow]")  # type: ignore[arg-type]
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
                 cleanup=cache.close, samples=samples)

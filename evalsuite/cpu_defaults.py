@@ -1,0 +1,45 @@
+"""Generation lengths that keep a run on a CPU model in minutes, said out loud wherever it applies.
+
+IFEval's published 1,280 new tokens (MT-Bench 1,024) take hours on a CPU: SmolLM2-135M generates
+about 10-13 tokens/s on 2 cores. On a model that runs on the CPU, a task's own `max_tokens` above
+`CPU_MAX_TOKENS` is capped to it, unless the user set that task's `max_tokens` (`-T TASK.max_tokens=N`)
+or turned the cap off (`--cpu-max-tokens none`). The capped value is the task's config in results.json
+(so the cache key, compare and gate see it), the task's own default is recorded next to it, the run
+prints one line per capped task, and the score table names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CPU_MAX_TOKENS = 512
+CAPPED_FROM = "max_tokens_task_default"  # the results.json config key that records the task's own value
+
+
+def cap_max_tokens(tasks: Mapping[str, Any], task_args: Mapping[str, Mapping[str, Any]], device: str | None,
+                   cap: int | None) -> dict[str, int]:
+    """Cap each task's `max_tokens` at `cap` on a CPU device; returns {task: its own max_tokens} for those capped.
+
+    `task_args` is per task (`taskargs.by_task`): a task whose `max_tokens` the user gave keeps it."""
+    if cap is None or not str(device or "").startswith("cpu"):
+        return {}
+    capped: dict[str, int] = {}
+    for name, task in tasks.items():
+        own = getattr(task, "max_tokens", None)
+        if isinstance(own, int) and not isinstance(own, bool) and own > cap and "max_tokens" not in task_args.get(name, {}):
+            task.max_tokens = cap
+            task.max_tokens_task_default = own  # read by `recorded_config`
+            capped[name] = own
+    return capped
+
+
+def recorded_config(task: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The task's config for results.json, with its own default beside a capped max_tokens."""
+    own = getattr(task, "max_tokens_task_default", None)
+    return {**config, CAPPED_FROM: own} if own is not None else config
+
+
+def notice(name: str, own: int, cap: int) -> str:
+    return (f"{name}: max_tokens {own} -> {cap} on the CPU, to keep the run in minutes "
+            f"(-T {name}.max_tokens={own} or --cpu-max-tokens none keeps the task's own)")
