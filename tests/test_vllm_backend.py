@@ -147,6 +147,18 @@ def test_multi_token_choices_share_the_context_through_the_prefix_cache(vllm_bac
     assert vllm_backend.stats["cached_tokens"] - before["cached_tokens"] >= 3 * block  # the context came from the cache
 
 
+def test_device_is_part_of_the_identity(vllm_backend) -> None:
+    """vLLM's CPU and CUDA kernels give different numbers, so the cache must tell them apart.
+
+    Catches a fingerprint that leaves the engine's device out (a CUDA run served from CPU answers)."""
+    import copy
+
+    assert vllm_backend.info()["device"] == "cpu"
+    elsewhere = copy.copy(vllm_backend)
+    elsewhere.device = "cuda"
+    assert elsewhere._fingerprint() != vllm_backend._fingerprint()
+
+
 def test_long_requests_are_truncated_not_failed(vllm_backend) -> None:
     long_ctx = "one two three four five six seven eight nine ten " * 120  # ~1200 tokens > max_model_len 1024
     reqs = [LoglikelihoodRequest(long_ctx, " eleven"), LoglikelihoodRequest(long_ctx, " eleven twelve thirteen")]

@@ -115,11 +115,14 @@ class VLLMBackend(LocalTokenization):
         self.model_name = resolved.name
         self._resolved = resolved
         self._engine = {k: v for k, v in kwargs.items() if k != "model"} | engine_args
+        from vllm.platforms import current_platform
+
+        self.device = current_platform.device_type  # "cuda", "cpu", ...: their kernels give different numbers
         self.fingerprint = self._fingerprint()
 
     def _fingerprint(self) -> str:
         config = self.llm.llm_engine.model_config
-        options = {k: v for k, v in self._engine.items() if k not in NOT_NUMERIC}
+        options = {k: v for k, v in self._engine.items() if k not in NOT_NUMERIC} | {"device": self.device}
         return identity.fingerprint(
             engine="vllm", weights=model_store.weights_hash(self._resolved.path, self._resolved.adapter), dtype=self.dtype,
             quantization=getattr(config, "quantization", None), chat_template=self.tokenizer.chat_template,
@@ -190,7 +193,7 @@ class VLLMBackend(LocalTokenization):
         import vllm
 
         return {"backend": "vllm", "engine": "vllm", "vllm": vllm.__version__, "path": self._resolved.path, "adapter": self._resolved.adapter,
-                "dtype": self.dtype, "max_length": self.max_length, "add_bos_token": self.add_bos_token,
+                "dtype": self.dtype, "device": self.device, "max_length": self.max_length, "add_bos_token": self.add_bos_token,
                 "chat_template": self.tokenizer.chat_template, "engine_args": {k: str(v) for k, v in self._engine.items()}}
 
     def close(self) -> None:
