@@ -32,6 +32,15 @@ def _torchrun(config: Path) -> list[str]:
             "--master_port", str(_port()), "-m", "evalsuite.cli", "train", str(config)]
 
 
+def _accelerate(config: Path) -> list[str]:
+    """accelerate's own launcher. On a machine without GPUs `--multi_gpu` is the flag that starts N processes (it
+    runs torchrun's elastic launch; each process then trains on the CPU over gloo): accelerate 1.16's `--cpu`
+    always takes its single-process launcher, whatever `--num_processes` says."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1",
+            "--main_process_port", str(_port()), "-m", "evalsuite.cli", "train", str(config)]
+
+
 def _losses(run: Path) -> list[tuple[str, int, float]]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["kind"], r["step"], r["train_loss"] if r["kind"] == "train" else r["val_loss"]) for r in rows]
@@ -44,9 +53,11 @@ def _weights(ckpt: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("launcher", [_torchrun, _accelerate], ids=["torchrun", "accelerate"])
+def test_two_processes_train_like_one(tmp_path: Path, tiny_model_dir: Path, launcher) -> None:
     """Catches: each process taking grad_accum micro-batches of its own (a doubled global batch and another data
-    order), per-process token counts, and rank 1 writing metrics or checkpoints too."""
+    order), per-process token counts, and rank 1 writing metrics or checkpoints too; under torchrun and under
+    `accelerate launch` alike."""
     one_dir, two_dir = tmp_path / "one", tmp_path / "two"
     one_dir.mkdir(), two_dir.mkdir()
     one = _write_config(one_dir, tiny_model_dir, training=STEPS, lora=LORA, eval={"every": 3})
@@ -54,7 +65,7 @@ def test_two_processes_train_like_one(tmp_path: Path, tiny_model_dir: Path) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "evalsuite.cli", "train", str(one)], check=True, capture_output=True,
                    timeout=300, env=env)
-    proc = subprocess.run(_torchrun(two), capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(launcher(two), capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("(2 process(es))") == 2, "both ranks ran"
     a, b = one_dir / "runs" / "t", two_dir / "runs" / "t"
