@@ -99,7 +99,10 @@ def test_two_processes_resume_after_sigkill(tmp_path: Path, tiny_model_dir: Path
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
     proc.wait()
     assert not (ckpts / "step-6").exists(), "the run finished before the kill: nothing was resumed"
+    started = json.loads((killed_dir / "runs" / "t" / "results.json").read_text())["created"]
     resumed = subprocess.run(_torchrun(cfg), capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-3000:]
     wa, wb = _weights(whole_dir / "runs" / "t" / "checkpoints" / "step-6"), _weights(ckpts / "step-6")
     assert all((wa[k] - wb[k]).abs().max() < 1e-4 for k in wa)
+    assert json.loads((killed_dir / "runs" / "t" / "results.json").read_text())["created"] == started, \
+        "a resumed run keeps the time it was first started"

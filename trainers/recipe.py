@@ -75,6 +75,7 @@ class Recipe:
         self._resume()
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
         (self.run_dir / "chat_template.jinja").write_text(self.template)
+        self.write_results("running")  # from the start: a run killed before its first checkpoint reads interrupted
 
     def _load_model(self, torch: Any, cuda: bool) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -178,6 +179,8 @@ class Recipe:
         kept = [r for r in report.read_metrics(metrics) if r["step"] <= step]
         rundir.atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         self.rows = [r for r in kept if r.get("kind") == "checkpoint"]
+        if (self.run_dir / rundir.RESULTS).is_file():  # a resumed run keeps the time it was first started
+            self.created = rundir.load_results(self.run_dir).created or self.created
         console.print(f"[yellow]resuming[/yellow] from {path} (step {step} of {self.max_steps})")
 
     # ================================================================ train
