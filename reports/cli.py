@@ -289,6 +289,9 @@ def configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--arena", metavar="RUN", action="append", default=[],
                    help="an `evalsuite arena` run directory whose ratings the report shows (repeatable)")
+    p.add_argument("--human", metavar="STORE", action="append", default=[],
+                   help="an `evalsuite annotate` store or its export run dir, made from these runs: a Human judgments "
+                        "section (repeatable)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
@@ -320,6 +323,10 @@ def run_report(args: argparse.Namespace) -> int:
         from evalsuite.reports.gate import gate, load_rules
 
         result = gate(comp, load_rules(args.rules), tasks=tasks)
+    if args.human:
+        from evalsuite.reports.human import load_human
+
+        comp.human = load_human(args.human, comp, _arena_runs(args), seed=args.seed)
     from evalsuite.reports.reporters import write_reports
 
     write_reports([("html", Path(args.output))], comp, result,

@@ -22,6 +22,7 @@ from evalsuite.annotate.store import Store
 from evalsuite.cli import main
 from evalsuite.reports.compare import compare, load_runs
 from evalsuite.reports.human import load_human
+from evalsuite.rundir import load_run
 from tests.fixtures_runs import SynthTask, write_run
 from tests.test_annotate_api import serving
 
@@ -235,3 +236,72 @@ def test_a_store_of_other_runs_is_one_line_and_exit_2(setup: tuple, tmp_path: Pa
     assert "is not an annotation store" in capsys.readouterr().err
     assert main(["compare", str(base), str(sft), "--human", str(base)]) == 2
     assert "not an `evalsuite annotate export` run dir" in capsys.readouterr().err
+
+
+def arena_dir(tmp: Path, runs: dict[str, Path], verdicts: list[float]) -> Path:
+    """An arena run as `evalsuite arena` writes it: ratings, the run dir of each contestant, and one record per
+    battle; odd samples put the candidate first (model_a), as the arena's pairs can."""
+    from evalsuite import rundir, runlog
+    from evalsuite.records import Sample, SampleRecord, Score
+
+    ratings = {m: {"rating": 1000.0, "lo": 990.0, "hi": 1010.0} for m in runs}
+    results = runlog.RunResults(kind="arena", model=runlog.ModelInfo(name="arena"), arena=runlog.Arena(
+        ratings=ratings, runs={m: str(p) for m, p in runs.items()}))
+    path = tmp / "arena"
+    path.mkdir()
+    writer = rundir.RunWriter(path, results)
+    records = []
+    for i, win_sft in enumerate(verdicts):
+        a, b, win_a = (BASE, SFT, 1.0 - win_sft) if i % 2 == 0 else (SFT, BASE, win_sft)
+        meta = {"model_a": a, "model_b": b, "sample_id": f"winrate-{i}", "turn": 1}
+        records.append(SampleRecord("arena:winrate", Sample(f"{a} vs {b} | winrate-{i} | turn 1", "q", metadata=meta),
+                                    [], [], Score({"win_a": win_a, "inconsistent": 0.0, "first_position_bias": 0.0})))
+    writer.add_task("arena:winrate", runlog.TaskResult(n=len(records)), records)
+    writer.finish("complete")
+    return path
+
+
+def test_judge_verdicts_from_an_arena_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--arena RUN` of the same run dirs: its battles (either model first) are the judge's verdicts. A judge
+    that agrees with ann everywhere agrees on 8 of ann's 8 and 6 of bob's 8. Catches an arena battle read
+    for the wrong model, or an arena of other runs taken for this one."""
+    base, sft = make_runs(tmp_path, judged=False)
+    store = pairwise_store(tmp_path, (base, sft))
+    ann = [{SFT: 1.0, BASE: 0.0}.get(v, 0.5) for v in VOTES["ann"]]
+    arena = arena_dir(tmp_path, {BASE: base, SFT: sft}, ann)
+    comp = compare(load_runs([base, sft]), n_boot=200)
+    (block,) = load_human([str(store.path)], comp, [load_run(arena)])
+    assert block.judge is not None and block.judge["n"] == 16
+    assert block.judge["with_ties"]["agreement"] == pytest.approx(14 / 16)
+    assert block.judge_from == [f"arena run {arena}"]
+    assert main(["compare", str(base), str(sft), "--n-boot", "200", "--human", str(store.path),
+                 "--arena", str(arena)]) == 0
+    assert re.search(r"agreement \(win / loss / tie\) +0\.875 \[", capsys.readouterr().out)
+    other_base, other_sft = make_runs(tmp_path / "other", judged=False)
+    stranger = arena_dir(tmp_path / "other", {BASE: other_base, SFT: other_sft}, ann)
+    (block,) = load_human([str(store.path)], comp, [load_run(stranger)])
+    assert block.judge is None
+
+
+def test_mt_bench_turns_are_averaged_into_one_verdict(tmp_path: Path) -> None:
+    """MT-Bench pairwise stores one verdict per turn (`turn_N`, `turn_N.inconsistent`): a sample the judge
+    gave the candidate in turn 1 and the baseline in turn 2 is a tie against the humans. Catches the
+    turns read as separate items, or the sample mean `win` used without the per-turn position flags."""
+    ids = [f"mt-{i}" for i in range(4)]
+    base = write_run(tmp_path / "base", {"mt_bench": SynthTask({"judge_error": [0.0] * 4}, ids=ids)}, model=BASE)
+    scores = {"win": [0.5, 1.0, 0.0, 0.5], "turn_1": [1.0, 1.0, 0.0, 0.5], "turn_2": [0.0, 1.0, 0.0, 0.5],
+              "turn_1.inconsistent": [0.0, 0.0, 1.0, 1.0], "turn_2.inconsistent": [0.0, 0.0, 1.0, 0.0]}
+    sft = write_run(tmp_path / "sft", {"mt_bench": SynthTask(scores, ids=ids, config={
+        "num_fewshot": 0, "mode": "pairwise", "baseline": str(base)})}, model=SFT)
+    items, origin = sources.from_runs([str(base), str(sft)], "pairwise")
+    store = Store.create(tmp_path / "s.sqlite", {"name": "mt", "mode": "pairwise", **origin}, items)
+    human = {"mt-0": "tie", "mt-1": SFT, "mt-2": SFT, "mt-3": "tie"}  # agrees on mt-0, mt-1, mt-3
+    for it in store.items():
+        want = human[it["sample_id"]]
+        left = it["answers"][store.shown_order(it, "ann")[0]]["model"]
+        store.submit("ann", it["id"], {"choice": want if want == "tie" else "A" if want == left else "B"})
+    comp = compare(load_runs([base, sft]), n_boot=100, allow_mismatch=True)
+    (block,) = load_human([str(store.path)], comp)
+    assert block.judge is not None and block.judge["n"] == 4
+    assert block.judge["with_ties"]["agreement"] == pytest.approx(3 / 4)
+    assert block.judge["judge_position_inconsistency"] == pytest.approx((0 + 0 + 1 + 0.5) / 4)
