@@ -304,3 +304,20 @@ def test_mt_bench_turns_are_averaged_into_one_verdict(tmp_path: Path) -> None:
     assert block.judge is not None and block.judge["n"] == 4
     assert block.judge["with_ties"]["agreement"] == pytest.approx(3 / 4)
     assert block.judge["judge_position_inconsistency"] == pytest.approx((0 + 0 + 1 + 0.5) / 4)
+
+
+def test_report_of_one_run_with_a_likert_store(tmp_path: Path) -> None:
+    """`evalsuite report RUN --human STORE`: one run's report carries its Likert means. Catches `report`
+    dropping --human, or a one-run comparison's labels not matched to the store."""
+    base, _ = make_runs(tmp_path, judged=False)
+    items, origin = sources.from_runs([str(base)], "likert")
+    store = Store.create(tmp_path / "l.sqlite", {"name": "winrate", "mode": "likert", "criteria": ["accuracy"],
+                                                 "labels": [], **origin}, items)
+    for n, it in enumerate(store.items()):
+        store.submit("ann", it["id"], {"scores": {"accuracy": 1 + n % 5}})
+    out = tmp_path / "one.html"
+    assert main(["report", str(base), "--human", str(store.path), "-o", str(out), "--n-boot", "100"]) == 0
+    html = out.read_text()
+    mean = sum(1 + n % 5 for n in range(N)) / N
+    assert "<h4>Likert means (1-5)</h4>" in html and f"<td>accuracy</td><td class=\"num\">{mean:.2f} [" in html
+    assert f"<th>{BASE}</th>" in html.split('<section id="human">')[1]
