@@ -244,4 +244,3 @@ def _human_section(comp: Comparison) -> Any:
     from evalsuite.reports.html_human import human_section
 
     return markupsafe.Markup(human_section(getattr(comp, "human", [])))
-
