@@ -152,6 +152,11 @@ def test_export_dir_gives_the_same_block_and_markdown(setup: tuple, tmp_path: Pa
     assert a.summary["win_rates"] == b.summary["win_rates"] and a.per_pair == b.per_pair
     assert a.summary["agreement"]["pairs"] == b.summary["agreement"]["pairs"]
     assert a.judge == b.judge and a.judge is not None
+    results = json.loads((exported / "results.json").read_text())
+    del results["config"]["models"]  # an export written before the config named the models
+    (exported / "results.json").write_text(json.dumps(results))
+    (c,) = load_human([str(exported)], comp)
+    assert c.labels == b.labels == {BASE: BASE, SFT: SFT} and c.judge == a.judge
     assert main(["compare", str(base), str(sft), "--n-boot", "200", "--format", "markdown",
                  "--human", str(exported)]) == 0
     md = capsys.readouterr().out
