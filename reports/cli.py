@@ -69,6 +69,10 @@ def configure_compare(p: argparse.ArgumentParser) -> None:
                         "run; a training run alone compares each scored checkpoint with the first")
     p.add_argument("--format", choices=["table", "markdown"], default="table", help="stdout format (default: table)")
     p.add_argument("--no-groups", action="store_true", help="leave out per-subtask rows")
+    p.add_argument("--human", metavar="STORE", action="append", default=[],
+                   help="an `evalsuite annotate` store (.sqlite) or its export run dir, made from these runs: show the "
+                        "human win rates / Likert means / ranks, annotator agreement and judge-human agreement "
+                        "(repeatable)")
     _common(p)
 
 
@@ -88,6 +92,10 @@ def run_compare(args: argparse.Namespace) -> int:
     reports = _report_pairs(args)
     comp = compare(load_runs(args.runs), tasks=_tasks(args.tasks), allow_mismatch=args.allow_mismatch,
                    n_boot=args.n_boot, seed=args.seed)
+    if args.human:
+        from evalsuite.reports.human import load_human
+
+        comp.human = load_human(args.human, comp, _arena_runs(args), seed=args.seed)
     if args.format == "markdown":
         from evalsuite.reports.markdown import render_markdown
 
@@ -102,6 +110,11 @@ def run_compare(args: argparse.Namespace) -> int:
             console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
         _print_decontamination(console, comp)
+        if comp.human:
+            from evalsuite.reports.human import text_lines
+
+            for line in text_lines(comp.human):
+                console.print(line, soft_wrap=True, highlight=False, markup=False)
     write_reports(reports, comp, None, html={"arena_runs": _arena_runs(args)})
     return 0
 
@@ -276,6 +289,9 @@ def configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--arena", metavar="RUN", action="append", default=[],
                    help="an `evalsuite arena` run directory whose ratings the report shows (repeatable)")
+    p.add_argument("--human", metavar="STORE", action="append", default=[],
+                   help="an `evalsuite annotate` store or its export run dir, made from these runs: a Human judgments "
+                        "section (repeatable)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
@@ -307,6 +323,10 @@ def run_report(args: argparse.Namespace) -> int:
         from evalsuite.reports.gate import gate, load_rules
 
         result = gate(comp, load_rules(args.rules), tasks=tasks)
+    if args.human:
+        from evalsuite.reports.human import load_human
+
+        comp.human = load_human(args.human, comp, _arena_runs(args), seed=args.seed)
     from evalsuite.reports.reporters import write_reports
 
     write_reports([("html", Path(args.output))], comp, result,

@@ -80,6 +80,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     new_errors: dict[tuple[int, str], int] = field(default_factory=dict)  # (run, task) -> errored only there
     decontamination: dict[str, list[str]] = field(default_factory=dict)  # run label -> summary lines
+    human: list[Any] = field(default_factory=list)  # human.HumanBlock per --human store (compare --human)
 
     def top_rows(self) -> list[MetricRow]:
         return [r for r in self.rows if r.group is None]

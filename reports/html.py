@@ -233,5 +233,14 @@ def render_html(comparison: Comparison, gate_result: GateResult | None = None, t
         training=training_sections(comp, n_boot, seed), arena=arena_sections(comp, arena_runs),
         gate=gate_view(gate_result),
         decontamination=[{"label": k, "text": "\n".join(v)} for k, v in comp.decontamination.items()],
+        human=_human_section(comp),
     )
 
+
+def _human_section(comp: Comparison) -> Any:
+    """`compare --human`'s block (reports/html_human.py), already escaped; "" without one."""
+    import markupsafe
+
+    from evalsuite.reports.html_human import human_section
+
+    return markupsafe.Markup(human_section(getattr(comp, "human", [])))

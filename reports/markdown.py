@@ -92,6 +92,10 @@ def render_markdown(comparison: Comparison, gate_result: GateResult | None = Non
     for label, lines in comp.decontamination.items():
         parts.append(f"Decontamination of {code(label)}'s training data:\n\n"
                      + "".join(f"- {line.strip()}\n" for line in lines))
+    if comp.human:
+        from evalsuite.reports.human import markdown as human_markdown
+
+        parts.append(human_markdown(comp.human))
     return "\n".join(parts)
 
 

@@ -106,6 +106,21 @@ def comparison_runs(tmp: Path) -> tuple[list[Path], Path]:
     return paths, arena_run
 
 
+def human_store(tmp: Path, runs: list[Path]) -> Path:
+    """A pairwise annotation store over the first two runs' qa answers, judged by two annotators (names with
+    markup, which the report must show as text)."""
+    from evalsuite.annotate import sources
+    from evalsuite.annotate.store import Store
+
+    items, origin = sources.from_runs([str(p) for p in runs[:2]], "pairwise", task="qa", limit=12)
+    store = Store.create(tmp / "human.sqlite", {"name": "qa", "mode": "pairwise", "criteria": [], "labels": [],
+                                                **origin}, items)
+    for n, it in enumerate(store.items()):
+        store.submit("ann <b>1</b>", it["id"], {"choice": "AB"[n % 2]})
+        store.submit("bob", it["id"], {"choice": ("A", "B", "tie")[n % 3]})
+    return store.path
+
+
 def single_run(tmp: Path) -> Path:
     verdicts = _verdicts(3, 80, 0.7)
     run = write_run(tmp / "one", {"qa": SynthTask({"acc": binary(80, 0.6, seed=2)}, groups=["geo", "bio"] * 40,

@@ -27,7 +27,7 @@ import pytest
 
 from evalsuite.reports.cli import configure_report, run_report
 from tests.ci_strict import unavailable
-from tests.report_views import comparison_runs, single_run, trainer_run
+from tests.report_views import comparison_runs, human_store, single_run, trainer_run
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome"))
                  if p), None)
@@ -65,7 +65,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("views")
     paths, arena_run = comparison_runs(tmp)
     out = {v: tmp / f"{v}.html" for v in VIEWS}
-    report_cli(*map(str, paths), "--gate", "--arena", str(arena_run), "-o", str(out["comparison"]), "--n-boot", "500")
+    report_cli(*map(str, paths), "--gate", "--arena", str(arena_run), "-o", str(out["comparison"]), "--n-boot", "500",
+               "--human", str(human_store(tmp, paths)))
     report_cli(str(single_run(tmp)), "-o", str(out["single"]), "--n-boot", "500")
     report_cli(str(trainer_run(tmp)), "-o", str(out["trainer"]), "--n-boot", "500")
     return out
@@ -222,3 +223,17 @@ def test_judge_section_shows_the_real_judge_metrics(reports: dict[str, Path]) ->
     section = section[:section.index("</section>")]
     rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>([^<]*)</td>", section)
     assert set(rows) == {("winrate", "win"), ("winrate", "lc_win_rate"), ("mt_bench", "score")}
+
+
+def test_human_section_in_the_comparison_view(reports: dict[str, Path], browser: str, tmp_path: Path) -> None:
+    """`--human STORE`: the comparison view has the Human judgments section (after the judge, before the
+    samples) with the store's win rate and agreement, annotator markup shown as text, and the page still
+    opens without console errors. Catches the section left out of the template or its names unescaped."""
+    html = reports["comparison"].read_text(encoding="utf-8")
+    section = html[html.index('<section id="human">'):]
+    section = section[:section.index("</section>")]
+    assert html.index('id="arena"') < html.index('id="human"') < html.index('id="samples-section"')
+    assert "<td>base-model vs sft-lora</td>" in section and "ann &lt;b&gt;1&lt;/b&gt; | bob" in section
+    assert "<b>1</b>" not in section and "no LLM-judge pairwise verdicts" in section
+    states, console = drive(browser, reports["comparison"], tmp_path, [])
+    assert console == [] and states["initial"]["scrollWidth"] <= WIDTH

@@ -116,7 +116,8 @@ def write_export(store: Store, output_dir: str | Path, n_boot: int = 1000, seed:
         kind="human", created=runlog.now(), environment=runlog.environment(),
         model=runlog.ModelInfo(name=f"human:{name}", backend="human"),
         config={"store": str(store.path.resolve()), "project": store.project.get("id"), "bootstrap": n_boot,
-                "seed": seed, "sources": store.project.get("sources", [])},
+                "seed": seed, "sources": store.project.get("sources", []), "models": store.project.get("models", []),
+                "task": store.project.get("task")},
         human=runlog.Human(**summary))
     writer = rundir.RunWriter(out, results)
     writer.add_task(task, runlog.TaskResult(n=len(records), metrics=metrics, config={"mode": store.mode}), records)
@@ -126,3 +127,46 @@ def write_export(store: Store, output_dir: str | Path, n_boot: int = 1000, seed:
 
 def _stderr(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
+
+
+class ExportedProject:
+    """An exported run dir (kind "human") read back as the judgments of a store: what `stats` and the
+    compare report need (`mode`, `project`, `items()`, `judgments()`), so an export can stand in for the
+    SQLite file it came from (e.g. in CI, where only the run dir was kept)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from evalsuite import rundir
+        from evalsuite.errors import UsageError
+
+        log = rundir.load_run(path)
+        if log.results.kind != "human" or log.results.human is None:
+            raise UsageError(f"{path} is a run of kind '{log.results.kind}', not an `evalsuite annotate export` "
+                             "run dir; pass the annotation store (.sqlite) or its export")
+        self.path = Path(path)
+        self.summary: dict[str, Any] = log.results.human.model_dump()
+        cfg = log.results.config
+        self.project: dict[str, Any] = {"name": self.summary.get("project"), "mode": self.summary.get("mode"),
+                                        "sources": cfg.get("sources") or [], "models": cfg.get("models") or [],
+                                        "task": cfg.get("task"), "n_items": self.summary.get("items"),
+                                        "criteria": self.summary.get("criteria") or []}
+        self._items: dict[str, dict[str, Any]] = {}
+        self._judgments: list[dict[str, Any]] = []
+        for r in log.records:
+            meta = r.sample.metadata
+            if "result" not in meta or "item" not in meta:
+                continue
+            self._items.setdefault(meta["item"], {"key": meta["item"], "sample_id": meta.get("sample_id"),
+                                                  "labels": meta.get("labels") or {}})
+            self._judgments.append({"item": meta["item"], "annotator": meta.get("annotator"), "result": meta["result"],
+                                    "verdict": meta.get("verdict") or {}, "shown": meta.get("shown") or [],
+                                    "kind": "judgment"})
+
+    @property
+    def mode(self) -> str:
+        return str(self.project["mode"])
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._items.values())
+
+    def judgments(self, kind: str | None = "judgment") -> list[dict[str, Any]]:
+        return self._judgments if kind in (None, "judgment") else []
