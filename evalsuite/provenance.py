@@ -221,7 +221,8 @@ def model_folder(model: str | None) -> Path | None:
 
 
 def check_model(model: str | None, samples: Mapping[str, Sequence[Any]]) -> dict[str, Contamination]:
-    """What `evalsuite run` calls once the samples are loaded: overlap per task, and one line per finding.
+    """What `evalsuite run` calls once the samples are loaded: overlap per task, one warning line per
+    overlapping task (a clean task is recorded, not printed: the trainer scores every checkpoint).
 
     Empty when the model is not a trainer checkpoint (no manifest) or its fingerprints are missing
     (then one info line says so): this never fails a run.
@@ -239,20 +240,16 @@ def check_model(model: str | None, samples: Mapping[str, Sequence[Any]]) -> dict
     if manifest is None or keys is None:
         return {}
     n, min_words = int(manifest["n"]), int(manifest.get("min_words") or 0)
-    source = [str(d.get("name")) for d in manifest.get("datasets") or []]
+    source = [str(d.get("name")) for d in manifest.get("datasets") or [] if isinstance(d, dict)]
+    path = str((folder / manifest["fingerprints"]).resolve())
     found: dict[str, Contamination] = {}
     for name, task_samples in samples.items():
         ids, unchecked = overlap(name, task_samples, keys, n, min_words)
         found[name] = Contamination(n=len(task_samples), overlapping=len(ids), ids=ids, ngram=n, min_words=min_words,
-                                    unchecked=unchecked,
-                                    source=source, fingerprints=str((folder / manifest["fingerprints"]).resolve()))
+                                    unchecked=unchecked, source=source, fingerprints=path)
         if ids:
             console.print(f"[yellow]warning: {escape(line(name, found[name]))}; scores may be inflated[/yellow]",
                           soft_wrap=True, highlight=False)
-    clean = [t for t, c in found.items() if not c.overlapping]
-    if clean:
-        console.print(f"training data: {', '.join(clean)}: no sample shares a {n}-gram with this checkpoint's "
-                      f"training data ({int(keys.size)} distinct {n}-grams)", soft_wrap=True, highlight=False)
     return found
 
 
