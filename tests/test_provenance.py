@@ -215,7 +215,7 @@ def _train_config(tmp: Path, model: Path, shared: Path, **over) -> Path:
                  "max_seq_len": 96, "val_fraction": 0.2, "val_max": 2},
         "training": {"max_steps": 2, "micro_batch_size": 2, "grad_accum": 1, "lr": 1e-2, "num_threads": 1},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "eval": {"every": 2},
+        "eval": {"every": 2, "at_start": True},
         **over,
     }
     path = tmp / "train.yaml"
@@ -235,7 +235,8 @@ def test_real_train_then_run_checkpoint_warns(tiny_model_dir: Path, shared_data:
     results.json records their ids, ifeval records zero; the merged export carries the fingerprints.
 
     Catches: the trainer not writing fingerprints, the validation split fingerprinted as trained on,
-    the checkpoint manifest missing, the CLI not checking, the export not copying them."""
+    the checkpoint manifest missing (or given to step 0, which trained on nothing), the CLI not
+    checking, the export not copying them."""
     proc = _cli("train", str(_train_config(tmp_path, tiny_model_dir, shared_data)), "--export", "merged")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "runs" / "t"
@@ -243,6 +244,7 @@ def test_real_train_then_run_checkpoint_warns(tiny_model_dir: Path, shared_data:
     ckpt = run / "checkpoints" / "step-2"
     manifest = json.loads((ckpt / provenance.MANIFEST).read_text())
     assert manifest["conversations"] == 10 and manifest["fingerprints"] == "../../training_ngrams.npy"
+    assert not (run / "checkpoints" / "step-0" / provenance.MANIFEST).exists()  # the untouched model saw nothing
 
     for model, out in ((ckpt, "evals"), (run / "export" / "merged", "evals-export")):
         proc = _cli("run", "--model", str(model), "--tasks", "winrate,ifeval", "--limit", "12", "--data-dir",

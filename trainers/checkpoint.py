@@ -49,7 +49,8 @@ def save(run_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any, s
     model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     _point_adapter_at(tmp, base_spec)
     tokenizer.save_pretrained(tmp)  # carries the chat template used in training
-    provenance.link(run_dir, tmp)  # a small manifest pointing at the run's training-data fingerprints
+    if step:  # a small manifest pointing at the run's training-data fingerprints (step 0 trained on nothing)
+        provenance.link(run_dir, tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     state = {
         "step": step,
