@@ -6,9 +6,9 @@ prompts it may have trained on without anyone saying so. So the trainer fingerpr
 conversations once per run: every 13-gram and 8-gram (what eval texts under 13 words are matched by),
 with the n-gram normalisation of `evalsuite.datagen.decontam` (lm-eval's janitor), hashed to a stable
 64-bit key (built on blake2b, so any process can read them; decontam's in-process `hash()` keys are
-not stable across processes), stored as one sorted uint64 array (`training_ngrams.npy`, 8 bytes per distinct key). Each checkpoint gets a
-small manifest (`training_data.json`: datasets, counts, n, the file's sha256 and its relative path),
-so checkpoints stay small. At eval time each task's samples (their input and target, template
+not stable across processes), stored as one sorted uint64 array (`training_ngrams.npy`, 8 bytes per
+distinct key). Each checkpoint gets a small manifest (`training_data.json`: datasets, counts, n, the
+file's sha256 and its relative path), so checkpoints stay small. At eval time each task's samples (their input and target, template
 paragraphs left out exactly as decontam leaves them out) are looked up in the array: a sample sharing
 one n-gram with the training data is an overlapping sample. The result is one warning line per task
 and a typed `contamination` entry in results.json.
@@ -33,7 +33,8 @@ from evalsuite.runlog import Contamination, RunResults
 
 MANIFEST = "training_data.json"
 FINGERPRINTS = "training_ngrams.npy"
-HASH = "polynomial mod 2**64 (seed n, multiplier 0x9E3779B97F4A7C15) over blake2b-64 keys of the janitor-normalised words"
+HASH = ("polynomial mod 2**64 (seed n, multiplier 0x9E3779B97F4A7C15) over blake2b-64 keys of the "
+        "janitor-normalised words")
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 FORMAT = 1
 
@@ -150,7 +151,8 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("fingerprints"), str) or not isinstance(manifest.get("n"), int):
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("fingerprints"), str)
+            and isinstance(manifest.get("n"), int)):
         raise ValueError("not a training-data manifest (needs 'fingerprints' and 'n')")
     return manifest
 
@@ -170,12 +172,16 @@ def load(folder: Path) -> tuple[dict[str, Any] | None, np.ndarray | None, str | 
     if manifest.get("sha256") and _sha256(path) != manifest["sha256"]:
         return manifest, None, (f"training-data fingerprints {path} do not match {folder / MANIFEST} (sha256 "
                                 "differs: overwritten by another run?): training-data overlap not checked")
-    keys = np.load(path, allow_pickle=False)
+    try:
+        keys = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        return manifest, None, f"{path} is not a fingerprint array ({exc}): training-data overlap not checked"
     return manifest, np.asarray(keys, dtype=np.uint64), None
 
 
 # ---------------------------------------------------------------------------- checking eval samples
-def overlap(name: str, samples: Sequence[Any], keys: np.ndarray, n: int = 13, min_words: int = 8) -> tuple[list[str], int]:
+def overlap(name: str, samples: Sequence[Any], keys: np.ndarray, n: int = 13,
+            min_words: int = 8) -> tuple[list[str], int]:
     """(ids of the samples sharing an n-gram with `keys`, how many samples are too short to check).
 
     A sample's texts are its input and textual target; paragraphs shared by many samples of the

@@ -39,9 +39,9 @@ def _samples(task: str, shared: Path) -> list:
     return registry.get("tasks", task)().load(TaskContext.from_env(shared))
 
 
-def _fake_checkpoint(tmp: Path, shared: Path, limit: int | None = None) -> Path:
+def _fake_checkpoint(tmp: Path, shared: Path) -> Path:
     """A run dir with the trainer's fingerprints of Self-Instruct, and a checkpoint folder linked to them."""
-    convs = _convs(shared, "user_oriented_instructions")[:limit]
+    convs = _convs(shared, "user_oriented_instructions")
     run = tmp / "run"
     contamination.fingerprint(run, [convs], ["user_oriented_instructions"])
     ckpt = run / "checkpoints" / "step-3"
@@ -155,6 +155,10 @@ def test_manifest_round_trip_move_and_export_copy(shared_data: Path, tmp_path: P
 
     np.save(export / provenance.FINGERPRINTS, keys[:10])  # overwritten by something else
     assert "sha256 differs" in provenance.load(export)[2]
+    (export / provenance.FINGERPRINTS).write_text("not numpy")
+    manifest = json.loads((export / provenance.MANIFEST).read_text())
+    (export / provenance.MANIFEST).write_text(json.dumps({**manifest, "sha256": None}))
+    assert "is not a fingerprint array" in provenance.load(export)[2]
     assert provenance.load(tmp_path) == (None, None, None)  # no manifest: nothing to say
     (tmp_path / provenance.MANIFEST).write_text("[1, 2]")
     assert "unreadable" in provenance.load(tmp_path)[2]

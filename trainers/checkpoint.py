@@ -3,9 +3,10 @@
 A checkpoint folder `<run>/checkpoints/step-N/` holds the adapter (or the full model) as
 `save_pretrained` writes it — so `evalsuite run --model <run>/checkpoints/step-N` scores it directly —
 plus `trainer_state.pt` and `training_data.json` (the manifest of the run's training-data
-fingerprints, `evalsuite.provenance`: the scorer warns when a task's samples were trained on). It is written under a temporary name and renamed, so a kill mid-save
-leaves no half checkpoint behind. The data order needs no state: the stream is a pure function of
-the seed, and resuming replays it to the saved micro-batch count.
+fingerprints, `evalsuite.provenance`: the scorer warns when a task's samples were trained on). It
+is written under a temporary name and renamed, so a kill mid-save leaves no half checkpoint behind.
+The data order needs no state: the stream is a pure function of the seed, and resuming replays it
+to the saved micro-batch count.
 """
 
 from __future__ import annotations
