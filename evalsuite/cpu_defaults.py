@@ -40,6 +40,18 @@ def recorded_config(task: Any, config: dict[str, Any]) -> dict[str, Any]:
     return {**config, CAPPED_FROM: own} if own is not None else config
 
 
+def apply(tasks: Mapping[str, Any], names: list[str], task_args: Mapping[str, Any], device: str | None,
+          cap: int | None) -> dict[str, int]:
+    """`cap_max_tokens` for a run (task arguments as the run got them), with one line per capped task."""
+    from evalsuite import taskargs
+    from evalsuite.progress import console
+
+    capped = cap_max_tokens(tasks, taskargs.by_task(names, dict(task_args)), device, cap)
+    for name, own in capped.items():
+        console.print(f"[yellow]{notice(name, own, cap)}[/yellow]")  # type: ignore[arg-type]
+    return capped
+
+
 def notice(name: str, own: int, cap: int) -> str:
     return (f"{name}: max_tokens {own} -> {cap} on the CPU, to keep the run in minutes "
             f"(-T {name}.max_tokens={own} or --cpu-max-tokens none keeps the task's own)")

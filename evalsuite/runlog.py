@@ -45,6 +45,19 @@ class Metric(_Model):
     higher_is_better: bool = True
 
 
+class Contamination(_Open):
+    """Overlap of a task's samples with the evaluated checkpoint's training data (`evalsuite.provenance`)."""
+
+    n: int = 0  # samples checked
+    overlapping: int = 0  # of those, sharing an `ngram`-gram with the training data
+    ids: list[str] = Field(default_factory=list)  # their sample ids
+    ngram: int = 13
+    min_words: int = 0  # texts shorter than `ngram` words were matched by their min_words-grams
+    unchecked: int = 0  # samples too short to hold one n-gram
+    source: list[str] = Field(default_factory=list)  # the training datasets
+    fingerprints: str | None = None  # the fingerprint file checked against
+
+
 class TaskResult(_Open):
     """One task's section: its metrics (overall and per group), config, errors, missing outputs, timing.
 
@@ -66,6 +79,7 @@ class TaskResult(_Open):
     # (IFEval's instructions within a prompt): compare and gate test it by cluster, not as if independent
     clusters: dict[str, list[str]] = Field(default_factory=dict)
     timing: dict[str, Any] = Field(default_factory=dict)
+    contamination: Contamination | None = None  # set when the model is a trainer checkpoint with fingerprints
 
 
 class ModelInfo(_Open):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import outputs as outputs_file
-from evalsuite import cpu_defaults, registry, rundir, runlog
+from evalsuite import cpu_defaults, provenance, registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
@@ -286,6 +286,7 @@ def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
     _check_judge(tasks, cfg)
     with console.status("loading data ..."):  # missing data fails here, before a model loads
         samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
+    contamination = provenance.check_model(cfg.model, samples)  # a checkpoint's training data vs these samples
     cache = _cache(cfg)  # a bad cache path fails before the model loads
     out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
     try:
@@ -296,15 +297,10 @@ def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
         raise
     ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     model_info = ModelInfo(name=backend.model_name, spec=cfg.model, fingerprint=backend.fingerprint, **backend.info())
-    from evalsuite import taskargs
-
-    capped = cpu_defaults.cap_max_tokens(tasks, taskargs.by_task(cfg.tasks, cfg.task_args), getattr(model_info, "device", None),
-                                         cfg.cpu_max_tokens)
-    for name, own in capped.items():
-        console.print(f"[yellow]{cpu_defaults.notice(name, own, cfg.cpu_max_tokens)}[/yellow]")  # type: ignore[arg-type]
+    cpu_defaults.apply(tasks, cfg.tasks, cfg.task_args, getattr(model_info, "device", None), cfg.cpu_max_tokens)
     return _run(tasks, ctx, cfg, out, model_info,
                 lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
-                cleanup=cache.close, samples=samples)
+                cleanup=cache.close, samples=samples, contamination=contamination)
 
 
 def _check_judge(tasks: dict[str, Task], cfg: RunConfig) -> None:
@@ -357,12 +353,15 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
     def answer_factory(progress: Any) -> Any:
         raise AssertionError("score mode never calls a model")  # pragma: no cover
 
-    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close, missing=missing)
+    kept = {n: t.contamination for n, t in log.tasks.items()} if run_dir else {}  # re-scoring keeps the training-data check
+    return _run(tasks, ctx, cfg, out, model_info, answer_factory, stored=stored, cleanup=cache.close, missing=missing,
+                contamination=kept)
 
 
 def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: ModelInfo,
          answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None,
-         samples: dict[str, list[Sample]] | None = None, missing: dict[str, list[str]] | None = None) -> RunLog:
+         samples: dict[str, list[Sample]] | None = None, missing: dict[str, list[str]] | None = None,
+         contamination: dict[str, Any] | None = None) -> RunLog:
     config = asdict(cfg)
     config["data_dir"] = str(ctx.data_dir) if ctx.data_dir else None  # also when it came from EVALSUITE_DATA_DIR
     writer = rundir.RunWriter(out, RunResults(kind="eval", model=model_info, config=config,
@@ -375,7 +374,9 @@ def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, mo
                     records, timing = stored[name], {"wall_s": 0.0}
                 else:
                     records, timing = execute_task(name, task, ctx, answer, (samples or {}).get(name))
-                writer.add_task(name, finish_task(name, task, records, ctx, timing, (missing or {}).get(name, ())), records)
+                result = finish_task(name, task, records, ctx, timing, (missing or {}).get(name, ()))
+                result.contamination = (contamination or {}).get(name)
+                writer.add_task(name, result, records)
         log = writer.finish("complete")
         unhealthy = judge_health(log, cfg.max_judge_errors)
         if unhealthy:  # the numbers are kept, and the run says why they are not to be trusted

@@ -5,7 +5,8 @@ comparison is fast and reproducible. The first run is the baseline; every other 
 to it on the samples both scored, matched by (task, id). Comparing different sample sets, changed
 sample contents (input/target), task versions or task configs is refused (`UsageError`, exit 2;
 see `checks.py`) unless the caller allows it, and then `Comparison.warnings` says so. A run's
-`decontamination.json` (from the trainer) is summarised in `Comparison.decontamination`.
+`decontamination.json` (from the trainer) and its tasks' typed `contamination` entries (a checkpoint's
+training data checked at eval time) are summarised in `Comparison.decontamination`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalsuite import stats
+from evalsuite import provenance, stats
 from evalsuite.errors import UsageError
 from evalsuite.records import SampleRecord
 from evalsuite.reports.checks import check_runs, decontamination_lines
@@ -324,6 +325,7 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
     decontamination: dict[str, list[str]] = {}
     for run, label in zip(runs, labels):
         lines, problem = decontamination_lines(run)
+        lines += provenance.summary_lines(run.results)  # the checkpoint's own training-data check, per task
         if lines:
             decontamination[label] = lines
         if problem:

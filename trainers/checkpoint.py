@@ -2,9 +2,11 @@
 
 A checkpoint folder `<run>/checkpoints/step-N/` holds the adapter (or the full model) as
 `save_pretrained` writes it — so `evalsuite run --model <run>/checkpoints/step-N` scores it directly —
-plus `trainer_state.pt`. It is written under a temporary name and renamed, so a kill mid-save
-leaves no half checkpoint behind. The data order needs no state: the stream is a pure function of
-the seed, and resuming replays it to the saved micro-batch count.
+plus `trainer_state.pt` and `training_data.json` (the manifest of the run's training-data
+fingerprints, `evalsuite.provenance`: the scorer warns when a task's samples were trained on). It
+is written under a temporary name and renamed, so a kill mid-save leaves no half checkpoint behind.
+The data order needs no state: the stream is a pure function of the seed, and resuming replays it
+to the saved micro-batch count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from evalsuite import provenance
 from evalsuite.errors import UsageError
 
 STATE = "trainer_state.pt"  # step, scheduler, RNG, counters: small, kept in every checkpoint
@@ -47,6 +50,8 @@ def save(run_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: Any, s
     model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
     _point_adapter_at(tmp, base_spec)
     tokenizer.save_pretrained(tmp)  # carries the chat template used in training
+    if step:  # a small manifest pointing at the run's training-data fingerprints (step 0 trained on nothing)
+        provenance.link(run_dir, tmp)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     state = {
         "step": step,

@@ -5,6 +5,10 @@ turns it off, a list names other tasks). The n-gram method lives in `evalsuite.d
 (lm-eval's janitor, shared with `evalsuite data`); this adapts conversations to its rows, writes the
 report next to the run and copies it into every checkpoint's eval run directory, so a score is read
 (and `evalsuite compare` shows it) knowing whether the training data had seen the test.
+
+`fingerprint` covers the tasks a checkpoint is scored on later: it stores the 13-grams of the
+conversations actually trained on (`evalsuite.provenance`), which `evalsuite run --model CHECKPOINT`
+checks every task's samples against.
 """
 
 from __future__ import annotations
@@ -61,3 +65,16 @@ def attach(run_dir: Path, eval_dirs: Iterable[Path]) -> None:
     if report.is_file():
         for d in eval_dirs:
             shutil.copyfile(report, Path(d) / REPORT)
+
+
+def fingerprint(run_dir: Path, datasets: Sequence[list[Conversation]], names: Sequence[str]) -> Path:
+    """Write the run's training-data fingerprints (one file per run; checkpoints link to it).
+
+    `datasets` are the training splits (validation conversations are not trained on), `names`
+    the dataset names, in the same order.
+    """
+    from evalsuite import provenance
+    from evalsuite.datagen.rows import row_text
+
+    return provenance.write_fingerprints(
+        run_dir, [(name, [row_text({"messages": c.messages}) for c in convs]) for name, convs in zip(names, datasets)])

@@ -2,7 +2,8 @@
 
 `merge_and_unload` (peft) folds LoRA into the base weights; the result is saved as safetensors with
 the tokenizer and the training chat template, so `evalsuite run --model <export>/merged` (or any
-transformers user) gets the fine-tuned model without peft. GGUF: see `gguf_export.py`.
+transformers user) gets the fine-tuned model without peft. The checkpoint's training-data fingerprints
+are copied in, so scoring the export still warns about tasks it was trained on. GGUF: see `gguf_export.py`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evalsuite import provenance
 from evalsuite.errors import UsageError
 
 
@@ -39,6 +41,7 @@ def merge(ckpt: Path, out: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
+    provenance.link(ckpt, target, copy=True)  # the export carries its training-data fingerprints along
     return target
 
 

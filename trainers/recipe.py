@@ -126,14 +126,18 @@ class Recipe:
         if tasks := self.cfg.decontamination_tasks():  # default: the eval tasks themselves
             loaded = contamination.clean(loaded, tasks, self.cfg.eval.data_dir, d.decontaminate_action,
                                          self.run_dir, self.cfg.seed, strict=d.decontaminate is not True)
+        trained = []
         for k, convs in enumerate(loaded):
             train_c, val_c = data.split(convs, d.val_fraction, d.val_max, self.cfg.seed + k)
+            trained.append(train_c)
             pairs = [(c, e) for c in train_c if (e := self._example(c, k))]
             pools.append([e for _, e in pairs])
             val += [e for c in val_c if (e := self._example(c, k))]
             keys.append([float(len(e)) for _, e in pairs] if d.curriculum == "length" else
                         [c.difficulty or 0.0 for c, _ in pairs] if d.curriculum == "field" else None)
         self.pools, self.keys, self.val = pools, keys, val
+        if self.acc.is_main_process:  # what `evalsuite run --model CHECKPOINT` checks its tasks' samples against
+            contamination.fingerprint(self.run_dir, trained, [s.name for s in d.datasets])
         self.weights = [s.weight for s in d.datasets]
         n_train = sum(len(p) for p in pools)
         per_step = self.cfg.training.micro_batch_size * self.cfg.training.grad_accum  # global: any number of processes
