@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import outputs as outputs_file
-from evalsuite import registry, rundir, runlog
+from evalsuite import diagnostics, registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
@@ -271,7 +271,8 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
                       "and were cut off: raise the task's max_tokens (-T TASK.max_tokens=N) or read its scores with care")
     return TaskResult(version=str(task.version), n=len(records), group_by=task.group_by, metrics=metrics, groups=groups,
                       config=task.config(), errors=len(records) - len(ok), missing=list(missing), cached=cached,
-                      generations=generations, truncated=truncated, timing=timing, **summary)
+                      generations=generations, truncated=truncated, timing=timing,
+                      diagnostics=diagnostics.summarize(records), **summary)
 
 
 # ---------------------------------------------------------------------------- the two entry points

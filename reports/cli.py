@@ -101,6 +101,9 @@ def run_compare(args: argparse.Namespace) -> int:
         for w in comp.warnings:
             console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
+        from evalsuite.reports.behaviour import print_terminal
+
+        print_terminal(console, comp)
         _print_decontamination(console, comp)
     write_reports(reports, comp, None, html={"arena_runs": _arena_runs(args)})
     return 0
