@@ -178,8 +178,8 @@ def jackknife_stderr(thetas: Sequence[float | None]) -> float | None:
 
 def summarize(records: Sequence[SampleRecord]) -> dict[str, Diagnostic]:
     """The task's `diagnostics` section of results.json; empty for a task that generates no text."""
-    ok = [r for r in records if sample_values(r) is not None]
-    values = per_sample(ok)
+    values = per_sample(records)
+    ok = [r for r in records if r.sample.id in values]
     if not values:
         return {}
     out: dict[str, Diagnostic] = {}
