@@ -71,10 +71,16 @@ def test_what_cannot_be_known_is_left_out() -> None:
     """Catches: answers from an outputs file (no token counts, no finish reasons) read as 0-token answers that
     all ended their turn, failed samples counted, and loglikelihood tasks given diagnostics."""
     from_file = SampleRecord("t", Sample("f", "q"), [GenerateRequest("q")], [Output(texts=["Sorry, no."])])
-    failed = SampleRecord("t", Sample("e", "q"), [GenerateRequest("q")], [Output(error="timeout")], error="timeout")
+    # a multi-turn sample whose second turn failed is left out whole, as it is of the metrics
+    failed = SampleRecord("t", Sample("e", "q"), [GenerateRequest("q"), GenerateRequest("q2")],
+                          [Output(texts=["Fine."], tokens_out=2), Output(error="timeout")], error="timeout")
     s = summarize([from_file, failed])
     assert set(s) == {"distinct_2", "refusal"}  # two words: no 4-gram either
     assert s["refusal"].value == 1.0 and s["refusal"].n == 1
+    # a server that gives finish reasons but no token counts: the reasons count, the length stays unknown
+    told = SampleRecord("t", Sample("o", "q"), [GenerateRequest("q")],
+                        [Output(texts=["a long answer"], extra={"finish_reason": ["length"]})])
+    assert sample_values(told)["cut_off"] == 1.0 and sample_values(told)["mean_tokens"] is None
     ll = SampleRecord("t", Sample("m", "q"), [LoglikelihoodRequest("q", " A")], [Output(logprob=-1.0)])
     assert summarize([ll]) == {} and sample_values(ll) is None
 
@@ -86,6 +92,15 @@ def test_refusal_is_xstests_own_string_match() -> None:
     expected = [refusal.strmatch_label(t)[0] == refusal.REFUSAL for t in texts]
     assert expected == [True, True, False, False]
     assert [sample_values(_rec(str(i), (t, 3)))["refusal"] for i, t in enumerate(texts)] == [float(x) for x in expected]
+
+
+def test_changes_pair_samples_by_id_not_by_position() -> None:
+    """Catches a paired test that pairs by position: the candidate's records come in another order, and every
+    sample is exactly one token longer (a zero-variance paired difference, however the lengths spread)."""
+    base = [_rec(str(i), ("word " * 3, 10 + 7 * i)) for i in range(12)]
+    cand = [_rec(str(i), ("word " * 3, 11 + 7 * i)) for i in reversed(range(12))]
+    change = next(c for c in diagnostics.changes(base, cand, "base") if c.name == "mean_tokens")
+    assert change.test is not None and change.test.method == "identical" and change.test.delta == 1.0
 
 
 # ---------------------------------------------------------------------------- hint rules
