@@ -47,13 +47,13 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("mean_tokens", "answer length (tokens, mean)", None, "tokens", True),
-    Spec("median_tokens", "answer length (tokens, median)", None, "tokens", False),
+    Spec("mean_tokens", "length (tokens, mean)", None, "tokens", True),
+    Spec("median_tokens", "length (tokens, median)", None, "tokens", False),
     Spec("cut_off", "cut off at max_tokens", False, "rate", True),
-    Spec("ended_turn", "ended the turn (EOS/stop)", True, "rate", True),
-    Spec("repeat_4gram", "repeated 4-grams within an answer", None, "rate", True),
-    Spec("distinct_2", "distinct-2 over the task", None, "ratio", False),
-    Spec("refusal", "refusals (XSTest string match)", None, "rate", True),
+    Spec("ended_turn", "ended the turn", True, "rate", True),
+    Spec("repeat_4gram", "repeated 4-grams", None, "rate", True),
+    Spec("distinct_2", "distinct-2 (task)", None, "ratio", False),
+    Spec("refusal", "refusals (strmatch)", None, "rate", True),
 )
 NAMES = tuple(s.name for s in SPECS)
 SPEC = {s.name: s for s in SPECS}

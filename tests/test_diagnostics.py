@@ -217,6 +217,12 @@ def test_trainer_table_shows_behaviour_per_checkpoint(tmp_path: Path) -> None:
     plain = Console(width=200, record=True)
     plain.print(report.table(results))  # without the run dir: the table as before
     assert "behaviour" not in plain.export_text()
+    import shutil
+
+    shutil.rmtree(train / "evals" / "step-20")  # an eval run gone: the scores still print, without the block
+    gone = Console(width=200, record=True)
+    gone.print(report.table(results, train))
+    assert "checkpoints" in gone.export_text() and "behaviour" not in gone.export_text()
 
 
 # ---------------------------------------------------------------------------- real data and a real model

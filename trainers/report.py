@@ -85,10 +85,14 @@ def behaviour_table(run_dir: Path) -> Any:
     from rich.table import Table
 
     from evalsuite import diagnostics
+    from evalsuite.errors import EvalsuiteError
     from evalsuite.reports.behaviour import fmt_value
     from evalsuite.rundir import checkpoint_specs, load_run
 
-    runs = [load_run(spec) for spec in checkpoint_specs(run_dir)]
+    try:
+        runs = [load_run(spec) for spec in checkpoint_specs(run_dir)]
+    except EvalsuiteError:  # an eval run dir removed or broken: the scores table still prints
+        return None
     if not runs:
         return None
     first = runs[0]
