@@ -22,6 +22,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from evalsuite import stats
 from evalsuite.records import GenerateRequest, Output, SampleRecord, finish_reasons
@@ -57,6 +58,16 @@ SPECS: tuple[Spec, ...] = (
 )
 NAMES = tuple(s.name for s in SPECS)
 SPEC = {s.name: s for s in SPECS}
+
+
+class SampleDiagnostics(TypedDict):
+    """One sample's values (`sample_values`): what compare pairs by sample id; None where unknown."""
+
+    mean_tokens: float | None
+    cut_off: float | None
+    ended_turn: float | None
+    repeat_4gram: float | None
+    refusal: float | None
 
 
 # ---------------------------------------------------------------------------- one sample
@@ -101,7 +112,7 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def sample_values(record: SampleRecord) -> dict[str, float | None] | None:
+def sample_values(record: SampleRecord) -> SampleDiagnostics | None:
     """One sample's per-sample diagnostics (over all its generated texts); None: it generated nothing.
 
     `mean_tokens`: tokens per text; `cut_off` / `ended_turn`: share of texts that hit max_tokens /
@@ -117,13 +128,13 @@ def sample_values(record: SampleRecord) -> dict[str, float | None] | None:
     tokens = [per for _, out in gens if (per := tokens_per_text(out)) is not None for _ in out.texts or []]
     reasons = [x for req, out in gens if (f := finish(req, out)) is not None for x in f]
     cut = reasons.count("length") / len(reasons) if reasons else None
-    return {
-        "mean_tokens": _mean(tokens),
-        "cut_off": cut,
-        "ended_turn": None if cut is None else 1 - cut,
-        "repeat_4gram": _mean([r for t in texts if (r := repeated_share(t)) is not None]),
-        "refusal": _mean([float(strmatch_label(t)[0] == REFUSAL) for t in texts]),
-    }
+    return SampleDiagnostics(
+        mean_tokens=_mean(tokens),
+        cut_off=cut,
+        ended_turn=None if cut is None else 1 - cut,
+        repeat_4gram=_mean([r for t in texts if (r := repeated_share(t)) is not None]),
+        refusal=_mean([float(strmatch_label(t)[0] == REFUSAL) for t in texts]),
+    )
 
 
 def bigrams(record: SampleRecord) -> Counter[tuple[str, str]]:
@@ -137,7 +148,7 @@ def bigrams(record: SampleRecord) -> Counter[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------------------- a task
-def per_sample(records: Sequence[SampleRecord]) -> dict[str, dict[str, float | None]]:
+def per_sample(records: Sequence[SampleRecord]) -> dict[str, SampleDiagnostics]:
     """sample id -> its values, for the samples that generated text."""
     return {r.sample.id: v for r in records if (v := sample_values(r)) is not None}
 
