@@ -58,6 +58,15 @@ class Contamination(_Open):
     fingerprints: str | None = None  # the fingerprint file checked against
 
 
+class Diagnostic(_Model):
+    """One behaviour diagnostic of a task's answers (`evalsuite.diagnostics`): described, never gated."""
+
+    value: float | None
+    stderr: float | None = None
+    n: int = 0
+    higher_is_better: bool | None = None  # None: no direction
+
+
 class TaskResult(_Open):
     """One task's section: its metrics (overall and per group), config, errors, missing outputs, timing.
 
@@ -78,6 +87,8 @@ class TaskResult(_Open):
     # metric -> [numerator, denominator]: per-sample score keys of a mean over clustered sub-items
     # (IFEval's instructions within a prompt): compare and gate test it by cluster, not as if independent
     clusters: dict[str, list[str]] = Field(default_factory=dict)
+    # answer length, cut-off and end-of-turn rates, repetition, refusals (`evalsuite.diagnostics`); not metrics
+    diagnostics: dict[str, Diagnostic] = Field(default_factory=dict)
     timing: dict[str, Any] = Field(default_factory=dict)
     contamination: Contamination | None = None  # set when the model is a trainer checkpoint with fingerprints
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite import outputs as outputs_file
-from evalsuite import cpu_defaults, provenance, registry, rundir, runlog
+from evalsuite import cpu_defaults, diagnostics, provenance, registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
@@ -271,8 +271,9 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
         console.print(f"[yellow]warning:[/yellow] {escape(name)}: {truncated} of {generations} answers hit max_tokens "
                       "and were cut off: raise the task's max_tokens (-T TASK.max_tokens=N) or read its scores with care")
     return TaskResult(version=str(task.version), n=len(records), group_by=task.group_by, metrics=metrics, groups=groups,
-                      config=cpu_defaults.recorded_config(task, task.config()), errors=len(records) - len(ok), missing=list(missing), cached=cached,
-                      generations=generations, truncated=truncated, timing=timing, **summary)
+                      config=cpu_defaults.recorded_config(task, task.config()), errors=len(records) - len(ok),
+                      missing=list(missing), cached=cached, generations=generations, truncated=truncated, timing=timing,
+                      diagnostics=diagnostics.summarize(records), **summary)
 
 
 # ---------------------------------------------------------------------------- the two entry points

@@ -109,6 +109,9 @@ def run_compare(args: argparse.Namespace) -> int:
         for w in comp.warnings:
             console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         console.print(comparison_table(comp, include_groups=not args.no_groups))
+        from evalsuite.reports.behaviour import print_terminal
+
+        print_terminal(console, comp)
         _print_decontamination(console, comp)
         if comp.human:
             from evalsuite.reports.human import text_lines

@@ -120,6 +120,10 @@ class Rules:
                 continue
             what = f"gate rules: rules[{i}] (task {rule.task!r}, metric {rule.metric!r}" + (
                 f", group {rule.group!r})" if rule.group is not None else ")")
+            if hit_tasks and (diagnostic := _diagnostic_named(rule.metric)):
+                errors.append(f"{what}: {diagnostic} is a behaviour diagnostic (results.json `diagnostics`), which "
+                              "compare shows and the gate never gates: remove the rule")
+                continue
             if not hit_tasks:  # literal: the part that matched nothing names one thing, so it is a typo
                 literal = not WILDCARDS & set(rule.task)
                 message = f"{what} matches no task of these runs; they have: {', '.join(tasks) or '-'}"
@@ -137,6 +141,14 @@ class Rules:
                        else "fix the pattern, or mark the rule `optional: true` if it is meant to match nothing here")
                 errors.append(f"{message}: {fix}")
         return errors, warnings
+
+
+def _diagnostic_named(metric: str) -> str | None:
+    """The behaviour diagnostic a rule's metric names (`mean_tokens` or `diagnostics.mean_tokens`), if any."""
+    from evalsuite.diagnostics import NAMES
+
+    name = metric.removeprefix("diagnostics.")
+    return name if name in NAMES else None
 
 
 _FIELDS = {f.name for f in fields(Rule)}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalsuite.reports import plots
+from evalsuite.reports.behaviour import html_view as behaviour_view
 from evalsuite.reports.numbers import fmt_number as _num
 from evalsuite.reports.numbers import fmt_pvalue as _p
 from evalsuite.reports.html_groups import group_rows, item_rows
@@ -231,7 +232,7 @@ def render_html(comparison: Comparison, gate_result: GateResult | None = None, t
         forests=forest_svgs(comp, rows), samples_json=blob(samples), n_samples=len(samples),
         n_changed=sum(1 for s in samples if s["changed"]), sample_tasks=list(comp.tasks),
         training=training_sections(comp, n_boot, seed), arena=arena_sections(comp, arena_runs),
-        gate=gate_view(gate_result),
+        gate=gate_view(gate_result), behaviour=behaviour_view(comp),
         decontamination=[{"label": k, "text": "\n".join(v)} for k, v in comp.decontamination.items()],
         human=_human_section(comp),
     )

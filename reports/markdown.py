@@ -89,6 +89,10 @@ def render_markdown(comparison: Comparison, gate_result: GateResult | None = Non
     if comp.changed:
         lost = sum(1 for c in comp.changed if c.direction == "lost")
         parts.append(f"Changed verdicts: {lost} lost, {len(comp.changed) - lost} gained.\n")
+    from evalsuite.reports.behaviour import markdown as behaviour_markdown
+
+    if block := behaviour_markdown(comp):
+        parts.append(block)
     for label, lines in comp.decontamination.items():
         parts.append(f"Decontamination of {code(label)}'s training data:\n\n"
                      + "".join(f"- {line.strip()}\n" for line in lines))

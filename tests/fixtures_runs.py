@@ -31,6 +31,7 @@ class SynthTask:
     config: dict[str, Any] = field(default_factory=lambda: {"num_fewshot": 0})
     extra: dict[str, Any] = field(default_factory=dict)  # merged into the task's results entry
     higher_is_better: dict[str, bool] = field(default_factory=dict)  # declared directions (default: higher)
+    tokens_out: Sequence[int] | None = None  # generated tokens per sample (default 5)
 
     @property
     def n(self) -> int:
@@ -83,7 +84,7 @@ def _records(name: str, t: SynthTask) -> list[SampleRecord]:
         sample = Sample(sid, f"Question {i} of {name}: what is <b>{i}</b> & co?", target, None, meta)
         error = "backend timed out" if i in t.errors else None
         text = t.outputs[i] if t.outputs else f"The answer is {i}."
-        outputs = [] if error else [Output(texts=[text], tokens_in=12, tokens_out=5)]
+        outputs = [] if error else [Output(texts=[text], tokens_in=12, tokens_out=t.tokens_out[i] if t.tokens_out else 5)]
         score = None if error else Score({m: vals[i] for m, vals in t.scores.items()}, answer=text[-3:])
         records.append(SampleRecord(name, sample, [GenerateRequest(prompt=sample.input)], outputs, score, error))
     return records

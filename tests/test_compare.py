@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -205,11 +206,11 @@ def test_cli_table_markdown_and_errors(pair: tuple, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "qa" in out and "0.6" in out and "biology" in out and "McNemar" in out
     assert main(["compare", str(pa), str(pb), "--format", "markdown", "--no-groups", "--n-boot", "2000"]) == 0
-    md = capsys.readouterr().out
+    md = capsys.readouterr().out.split("### Behaviour")[0]  # the scores (the Behaviour block follows)
     html = MarkdownIt("commonmark").enable("table").render(md)
     assert html.count("<table>") == 1 and html.count("<tr>") == 1 + 2  # header + 2 metrics, no subtask rows
     assert main(["compare", str(pa), str(pb), "--format", "markdown", "--n-boot", "2000"]) == 0
-    html = MarkdownIt("commonmark").enable("table").render(capsys.readouterr().out)
+    html = MarkdownIt("commonmark").enable("table").render(capsys.readouterr().out.split("### Behaviour")[0])
     assert html.count("<tr>") == 1 + 2 + 3 * 2  # header + 2 metrics + 6 subtask rows
     report = tmp_path / "out" / "report.html"
     assert main(["compare", str(pa), str(pb), "--no-groups", "--n-boot", "500", "--html", str(report)]) == 0
@@ -230,7 +231,8 @@ def test_markdown_escapes_pipes(tmp_path: Path) -> None:
     html = MarkdownIt("commonmark").enable("table").render(render_markdown(compare(load_runs([pa, pb]))))
     assert ">a|b (95% CI)</th>" in html and "<td>t|x</td>" in html and "<code>a|b</code>" in html
     rows = html.split("<tr>")[1:]
-    assert len(rows) == 2 and {r.count("<th") + r.count("<td") for r in rows} == {6}
+    # the scores' header and row, then the Behaviour block's header and its 7 diagnostics
+    assert len(rows) == 2 + 1 + 7 and {len(re.findall(r"<t[hd][ >]", r)) for r in rows} == {6}  # not <thead>
 
 
 def test_score_ci_degenerate_cases() -> None:

@@ -57,7 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     results = recipe.run(cfg, run_dir)
     if results:
-        console.print(report.table(results))
+        console.print(report.table(results, run_dir))
         best = results.training.best if results.training else None
         if best:
             value = "-" if best.value is None else f"{best.value:.4f}"

@@ -50,8 +50,11 @@ def checkpoint_line(row: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def table(results: RunResults) -> Any:
-    """Rich table: step, train loss (window mean), val loss, one column per score; the best row starred."""
+def table(results: RunResults, run_dir: Path | None = None) -> Any:
+    """Rich table: step, train loss (window mean), val loss, one column per score; the best row starred.
+
+    With the run's directory, the behaviour of each checkpoint's answers follows (`behaviour_table`)."""
+    from rich.console import Group
     from rich.table import Table
 
     training = results.training
@@ -68,7 +71,52 @@ def table(results: RunResults) -> Any:
         mark = " *" if best_row and r.step == best_row.step else ""
         cells = [_fmt(r.train_loss), _fmt(r.val_loss)] + [_fmt(r.scores.get(m)) for m in metrics]
         tab.add_row(f"{r.step}{mark}", *cells)
-    return tab
+    behaviour = behaviour_table(run_dir) if run_dir is not None else None
+    return tab if behaviour is None else Group(tab, behaviour)
+
+
+SHORT = {"mean_tokens": "tokens", "cut_off": "cut off", "ended_turn": "ended turn", "repeat_4gram": "repeat 4-gram",
+         "distinct_2": "distinct-2", "refusal": "refusal"}  # the columns, by `evalsuite.diagnostics` name
+
+
+def behaviour_table(run_dir: Path) -> Any:
+    """Per scored checkpoint and task: the answers' diagnostics and one line of hints against the first
+    checkpoint (step 0 when it was scored); None when no checkpoint generated text."""
+    from rich.table import Table
+
+    from evalsuite import diagnostics
+    from evalsuite.errors import EvalsuiteError
+    from evalsuite.reports.behaviour import fmt_value
+    from evalsuite.rundir import checkpoint_specs, load_run
+
+    try:
+        runs = [load_run(spec) for spec in checkpoint_specs(run_dir)]
+    except EvalsuiteError:  # an eval run dir removed or broken: the scores table still prints
+        return None
+    if not runs:
+        return None
+    first = runs[0]
+    base = f"step {_step(first)}"
+    tab = Table(title=f"behaviour of the answers per checkpoint (hints: vs {base}, beyond noise; not gated)",
+                title_justify="left")
+    for col in ["step", "task", *SHORT.values(), f"vs {base}"]:
+        tab.add_column(col, justify="left" if col in ("task", f"vs {base}") else "right", overflow="fold")
+    rows = 0
+    for run in runs:
+        for task in dict.fromkeys(r.task for r in run.records):
+            records = run.records_for(task)
+            summary = diagnostics.summarize(records)
+            if not summary:
+                continue
+            hints = diagnostics.hints(first.records_for(task), records, base) if run is not first else []
+            tab.add_row(str(_step(run)), task, *[fmt_value(n, summary.get(n)) for n in SHORT], "; ".join(hints) or "")
+            rows += 1
+    return tab if rows else None
+
+
+def _step(run: Any) -> int:
+    """The step of a checkpoint read as `RUN@step-N`."""
+    return int(str(run.results.model.name).rsplit("@step-", 1)[1])
 
 
 def _fmt(v: Any) -> str:
