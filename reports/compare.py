@@ -228,8 +228,10 @@ def _cluster_row(runs: Sequence[RunLog], task: str, group: str | None, metric: s
         tests.append(stats.paired_cluster_test([xa[s] for s in shared], [wa[s] for s in shared], [xb[s] for s in shared],
                                                [wb[s] for s in shared], n_boot=n_boot, seed=seed) if shared else None)
     declared = next((m for run in runs if (m := stored_metrics(run).get(metric)) is not None), None)
+    # a rate (IFEval's share of instructions) is in points; a 1-10 rating (MT-Bench's turn mean) is not
+    unit = all(0.0 <= x[s] <= w[s] for x, w in parts for s in x if s in w)
     return MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
-                     is_diagnostic(metric), True)
+                     is_diagnostic(metric), unit)
 
 
 def _changed(runs: Sequence[RunLog], task: str, rows: list[MetricRow]) -> list[ChangedSample]:

@@ -2,7 +2,8 @@
 
 Prompt and metrics are lm-eval's `hellaswag` (0-shot): context = preprocess(activity_label + ": " +
 ctx_a + " " + ctx_b.capitalize()), one continuation " {ending}" per preprocessed ending; `acc`,
-`acc_norm` (log-likelihood / characters of the ending, lm-eval's headline number) and `acc_bytes`.
+`acc_norm` (log-likelihood / characters of the ending, lm-eval's headline number) and `acc_bytes`,
+scored by the shared multiple-choice helper (`tasks/multiple_choice.py`).
 lm-eval's `preprocess`: strip, " [title]" -> ". ", delete every "[...]" tag, "  " -> " ".
 
 Data, two sources:
@@ -26,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from evalsuite.tasks.arc import ChoiceTask
+from evalsuite.tasks.multiple_choice import MultipleChoiceTask, mc_sample
 
 from evalsuite.data import load_hub
 from evalsuite.errors import DataError
@@ -49,26 +50,16 @@ def preprocess(text: str) -> str:
 def hub_sample(row: dict[str, Any], index: int) -> Sample:
     """A `Rowan/hellaswag` row as lm-eval's `process_docs` turns it into a prompt."""
     ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
-    return Sample(
-        id=str(row.get("ind", index)),
-        input=preprocess(row["activity_label"] + ": " + ctx),
-        target=int(row["label"]),
-        choices=[preprocess(e) for e in row["endings"]],
-        metadata={"activity_label": row["activity_label"]},
-    )
+    return mc_sample(str(row.get("ind", index)), preprocess(row["activity_label"] + ": " + ctx),
+                     [preprocess(e) for e in row["endings"]], int(row["label"]), activity_label=row["activity_label"])
 
 
 def text_sample(lines: list[str], index: int) -> Sample:
     """Six lines of the text form (see the module docstring for how lm-eval's text is rebuilt)."""
     head, label, *endings = (line.rstrip("\n") for line in lines)
     query = _LAST_FRAGMENT.sub(lambda m: m.group(1) + m.group(2).upper(), preprocess(head))
-    return Sample(
-        id=str(index),
-        input=query,
-        target=int(label),
-        choices=[preprocess(e) for e in endings],
-        metadata={"activity_label": head.split(": ", 1)[0]},
-    )
+    return mc_sample(str(index), query, [preprocess(e) for e in endings], int(label),
+                     activity_label=head.split(": ", 1)[0])
 
 
 def read_text_form(path: Any) -> list[Sample]:
@@ -89,7 +80,7 @@ def read_text_form(path: Any) -> list[Sample]:
 
 
 @dataclass
-class HellaSwag(ChoiceTask):
+class HellaSwag(MultipleChoiceTask):
     """HellaSwag validation (10,042), 0-shot log-likelihood of each ending, acc/acc_norm like lm-eval."""
 
     hub_path: str = "Rowan/hellaswag"

@@ -4,6 +4,8 @@ Prompts are lm-eval's `mmlu` template (description line, "Question\nA. ..\nAnswe
 " A".." D"), few-shot from the dev split with its `first_n` sampler, so the numbers compare with
 `lm_eval --tasks mmlu --num_fewshot 5`. Metrics: acc overall (micro: every question weighs the
 same, lm-eval's weighting by size), acc_macro (mean of subject accuracies) and acc per subject.
+Scoring is the shared multiple-choice helper's (`tasks/multiple_choice.py`) with the letters as the
+choices, so each answer letter is one single-token request on one shared context.
 
 Data: `<data-dir>/mmlu/{dev,test}/<subject>_{dev,test}.csv` (header `question,choice0..3,answer`,
 answer 0-3), or the hub dataset `cais/mmlu` when no data dir is given.
@@ -18,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evalsuite.tasks.multiple_choice import MultipleChoiceTask
+
 from evalsuite import stats
 from evalsuite.data import load_hub, numbered_csv, require
 from evalsuite.errors import DataError
-from evalsuite.records import LoglikelihoodRequest, Output, Request, Sample, SampleRecord, Score
-from evalsuite.task import Task, TaskContext
+from evalsuite.records import Sample, SampleRecord
+from evalsuite.task import TaskContext
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -33,7 +37,7 @@ def format_question(question: str, choices: Sequence[str]) -> str:
 
 
 @dataclass
-class MMLU(Task):
+class MMLU(MultipleChoiceTask):
     """MMLU (57 subjects), 5-shot, log-likelihood of the answer letter, like lm-eval's mmlu."""
 
     num_fewshot: int = 5
@@ -42,6 +46,7 @@ class MMLU(Task):
     name: ClassVar[str] = "mmlu"
     version: ClassVar[str] = "1"
     group_by: ClassVar[str | None] = "subject"
+    metrics: ClassVar[tuple[str, ...]] = ("acc",)  # lm-eval's mmlu reports acc (one-letter choices: acc_norm = acc)
 
     def _rows(self, ctx: TaskContext, split: str) -> dict[str, list[dict[str, Any]]]:
         """subject -> rows of {question, choices, answer}."""
@@ -82,17 +87,10 @@ class MMLU(Task):
         longest = max((len(s) for s in per_subject), default=0)
         return [subj[i] for i in range(longest) for subj in per_subject if i < len(subj)]
 
-    def requests(self, sample: Sample) -> list[Request]:
-        return [LoglikelihoodRequest(sample.input, f" {c}") for c in sample.choices or LETTERS]  # type: ignore[arg-type]
-
-    def score(self, sample: Sample, outputs: Sequence[Output]) -> Score:
-        if outputs and outputs[0].logprob is None:  # answers given as text (`evalsuite score`)
-            match = re.search(r"\b([ABCD])\b", outputs[0].text.strip())
-            pred = match.group(1) if match else None
-        else:
-            logprobs = [o.logprob for o in outputs]
-            pred = LETTERS[max(range(len(logprobs)), key=lambda i: logprobs[i])]  # type: ignore[arg-type, return-value]
-        return Score({"acc": float(pred == sample.target)}, answer=pred)
+    def parse_text(self, text: str, choices: Sequence[str]) -> int | None:
+        """A text answer (`evalsuite score`) names its letter anywhere: "The answer is B."."""
+        match = re.search(r"\b([ABCD])\b", text.strip())
+        return LETTERS.index(match.group(1)) if match else None
 
     def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
         out = super().aggregate(records)

@@ -4,12 +4,15 @@ The model answers turn 1, then turn 2 with its own first answer in the chat hist
 (`next_requests`). Each turn is judged separately, FastChat-style: math, reasoning and coding
 against GPT-4's reference answers (`reference_answer/gpt-4.jsonl`, else the question's own
 `reference`), the rest on a rubric. Modes:
-- `single` (default): a 1-10 rating per turn; `score` is the mean of both turns (per category
-  via `group_by`).
+- `single` (default): a 1-10 rating per turn; `score` is the mean over judged turns (FastChat's
+  number; per category via `group_by`), counting questions whose every turn was judged.
 - `pairwise`: each turn against the same question's answers in a baseline run
   (`--task-args mode=pairwise,baseline=RUN_DIR`), both orders; `win` for the model (tie = 0.5),
   `inconsistent` (position bias), `length_diff` (characters over the baseline, mean of the turns)
   and `lc_win_rate` (length-controlled win rate over the judged turns; `length_control=false` skips it).
+`score` and `win` are means over turns, which are clustered in questions: each sample records its
+turns' sum and count (`score.sum`, `score.turns`), the task declares them under `clusters`, and
+compare and gate resample questions, not turns (a question's two turns are not independent).
 Answers are greedy by default; `temperature=fastchat` samples per category as FastChat does
 (writing/roleplay 0.7, stem/humanities 0.1, the rest greedy) with the run's seed.
 Judges are `evalsuite.judges` plugins by name: `judge_kind` (default `single`, or `pairwise` in
@@ -22,6 +25,7 @@ Data: `<data-dir>/mt_bench/question.jsonl` (+ `reference_answer/gpt-4.jsonl`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -202,7 +206,12 @@ class MTBench(Task):
             v, e = judgment_values(f"turn_{t}", j)
             values.update(v)
             explanation.update(e)
-        values[key] = mean_or_none([j.value for j in judgments])
+        turn_values = [j.value for j in judgments]
+        values[key] = mean_or_none(turn_values)
+        # the turn mean's parts: compare and gate resample questions (clusters of turns), not turns
+        complete = values[key] is not None
+        values[f"{key}.sum"] = sum(turn_values) if complete else None  # type: ignore[arg-type]
+        values[f"{key}.turns"] = float(len(turn_values)) if complete else None
         values["judge_error"] = float(any(j.value is None for j in judgments))
         if self.mode == "pairwise":
             incons = [j.extra["inconsistent"] for j in judgments if "inconsistent" in j.extra]
@@ -213,21 +222,53 @@ class MTBench(Task):
         return Score(values, answer=answer, explanation=explanation)
 
     def aggregate(self, records: Sequence[SampleRecord]) -> dict[str, Any]:
-        """Adds the length-controlled win rate in pairwise mode: one (win, length gap) point per judged turn."""
+        """`score`/`win` as the mean over turns with questions as clusters; in pairwise mode also the
+        length-controlled win rate (one (win, length gap) point per judged turn)."""
         out = super().aggregate(records) | judge_model(records)
+        key = "score" if self.mode == "single" else "win"
+        parts = [f"{key}.sum", f"{key}.turns"]
+        scored = [r for r in records if r.error is None and r.score is not None]
+        by_group: dict[str, list[SampleRecord]] = {}
+        for r in scored:
+            by_group.setdefault(str(r.sample.metadata.get(self.group_by)), []).append(r)
+        for metrics, recs in [(out["metrics"], scored)] + [(out.get("groups", {}).get(g, {}), rs) for g, rs in by_group.items()]:
+            for part in parts:  # per-sample parts of the cluster test, not metrics of their own
+                metrics.pop(part, None)
+            if key in metrics:
+                metrics[key] = turn_mean(recs, *parts)
+        out["clusters"] = {key: parts}
         if self.mode == "pairwise" and self.length_control:
             pairs = []
             for r in records:
                 values = r.score.values if r.error is None and r.score is not None else {}
-                for key, win in values.items():
-                    diff = values.get(f"{key}.length_diff")
-                    if key.startswith("turn_") and "." not in key and win is not None and diff is not None:
+                for name, win in values.items():
+                    diff = values.get(f"{name}.length_diff")
+                    if name.startswith("turn_") and "." not in name and win is not None and diff is not None:
                         pairs.append((win, diff))
             out["metrics"].update(length_control_metrics(pairs))
         return out
 
     def config(self) -> dict[str, Any]:
         return super().config() | {"judge": {"judges": {type(j).__name__: j.describe() for j in self._judges.values()}}}
+
+
+def turn_mean(records: Sequence[SampleRecord], num: str, den: str) -> dict[str, float]:
+    """sum(turn ratings) / sum(turns) over questions, with the ratio's standard error over questions.
+
+    The stderr is the ratio estimator's (linearised, clusters = questions): with the same number of
+    turns in every question it equals the stderr of the per-question means.
+    """
+    parts = [(float(v[num]), float(v[den])) for r in records
+             if (v := r.score.values).get(num) is not None and v.get(den)]  # type: ignore[union-attr]
+    n = len(parts)
+    if n == 0:
+        return {"value": math.nan, "stderr": math.nan, "n": 0}
+    total = sum(w for _, w in parts)
+    ratio = sum(x for x, _ in parts) / total
+    if n < 2:
+        return {"value": ratio, "stderr": math.nan, "n": n}
+    spread = sum((x - ratio * w) ** 2 for x, w in parts) / (n * (n - 1))
+    return {"value": ratio, "stderr": math.sqrt(spread) / (total / n), "n": n}
 
 
 def _length_diff(item: JudgeItem) -> float | None:

@@ -1,7 +1,8 @@
 """Log-likelihood multiple choice, as lm-eval's `output_type: multiple_choice` scores it.
 
-A sample carries the prompt as `input`, the answer texts as `choices` and the 0-based gold index as
-`target`. Each choice is one `LoglikelihoodRequest(context, delimiter + choice)` (lm-eval's
+A sample carries the prompt as `input`, the answer texts as `choices` and the gold as `target`: the
+0-based gold index, or the gold choice's own text (MMLU's letters, "C"); the recorded answer takes
+the same form. Each choice is one `LoglikelihoodRequest(context, delimiter + choice)` (lm-eval's
 `target_delimiter`, a space by default), and the metrics are lm-eval's:
 
 - `acc`: the choice with the highest summed log-likelihood is the gold one;
@@ -10,7 +11,9 @@ A sample carries the prompt as `input`, the answer texts as `choices` and the 0-
 - `acc_bytes`: the same per UTF-8 byte.
 
 Ties go to the first choice, as with numpy's argmax. A text answer (`evalsuite score --outputs`)
-is matched to the first choice it starts with and scored for `acc` only.
+is matched to the first choice it starts with (`parse_text`; MMLU reads a letter instead) and
+scored for `acc` only. Continuations are `delimiter + choice`, so one-token choices (" A") stay
+one-token requests, which the backends read from one next-token distribution per context.
 
 Example, a complete plugin task::
 
@@ -28,8 +31,8 @@ Example, a complete plugin task::
 
     # pyproject.toml: [project.entry-points."evalsuite.tasks"]  capitals = "my_pkg.tasks:capitals"
 
-Set `metrics` to the subset to report (e.g. `("acc",)` for TruthfulQA MC1, whose lm-eval task
-reports only `acc`); override `score` for other metrics of the same requests (TruthfulQA MC2).
+Set `metrics` to the subset to report (e.g. `("acc",)` for TruthfulQA MC1 and MMLU, whose lm-eval
+tasks report only `acc`); override `score` for other metrics of the same requests (TruthfulQA MC2).
 """
 
 from __future__ import annotations
@@ -80,6 +83,14 @@ def mc_sample(id: str, context: str, choices: Sequence[str], gold: int, **metada
     return Sample(id=str(id), input=context, target=int(gold), choices=list(choices), metadata=dict(metadata))
 
 
+def gold_index(sample: Sample) -> int:
+    """The gold choice's index: `target` is the index itself, or the text of the gold choice."""
+    choices = sample.choices or []
+    if isinstance(sample.target, str) and sample.target in choices:
+        return choices.index(sample.target)
+    return int(sample.target)  # type: ignore[arg-type]
+
+
 def text_choice(text: str, choices: Sequence[str]) -> int | None:
     """The choice a free-text answer names: the first whose text it starts with (case-insensitive)."""
     t = text.strip().lower()
@@ -100,12 +111,24 @@ class MultipleChoiceTask(Task):
         """One log-likelihood per choice; a missing one counts as impossible."""
         return [o.logprob if o.logprob is not None else -math.inf for o in outputs]
 
+    def parse_text(self, text: str, choices: Sequence[str]) -> int | None:
+        """The choice a text answer names (default: `text_choice`); None when it names none."""
+        return text_choice(text, choices)
+
     def score(self, sample: Sample, outputs: Sequence[Output]) -> Score:
         choices = sample.choices or []
+        gold = gold_index(sample)
         if outputs and outputs[0].logprob is None:  # a text answer
-            pred = text_choice(outputs[0].text, choices)
-            return Score({"acc": float(pred == sample.target)}, answer=pred)
+            pred = self.parse_text(outputs[0].text, choices)
+            return Score({"acc": float(pred == gold)}, answer=_answer(sample, pred))
         lps = self.logprobs(outputs)
-        values, pred = choice_metrics(lps, choices, int(sample.target))
-        return Score({k: values[k] for k in self.metrics}, answer=pred,
+        values, pred = choice_metrics(lps, choices, gold)
+        return Score({k: values[k] for k in self.metrics}, answer=_answer(sample, pred),
                      explanation={"logprobs": ", ".join(f"{lp:.4f}" for lp in lps)})
+
+
+def _answer(sample: Sample, pred: int | None) -> int | str | None:
+    """The prediction in the form of the sample's target: an index, or the choice's text."""
+    if pred is None or not isinstance(sample.target, str):
+        return pred
+    return (sample.choices or [])[pred]

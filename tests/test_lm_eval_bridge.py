@@ -162,7 +162,7 @@ def test_native_choice_metrics_equal_lm_evals_process_results(include_dir: Path)
     """evalsuite's ARC/HellaSwag metrics (choice_metrics) vs lm-eval's multiple_choice process_results."""
     import random
 
-    from evalsuite.tasks.arc import choice_metrics
+    from evalsuite.tasks.multiple_choice import choice_metrics
 
     from evalsuite.records import Output, SampleRecord
 
