@@ -5,7 +5,7 @@ about 10-13 tokens/s on 2 cores. On a model that runs on the CPU, a task's own `
 `CPU_MAX_TOKENS` is capped to it, unless the user set that task's `max_tokens` (`-T TASK.max_tokens=N`)
 or turned the cap off (`--cpu-max-tokens none`). The capped value is the task's config in results.json
 (so the cache key, compare and gate see it), the task's own default is recorded next to it, the run
-prints one line per capped task, and the score table names it.
+prints one line per capped task, the score table names it, and `score --run-dir` keeps it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,21 @@ def apply(tasks: Mapping[str, Any], names: list[str], task_args: Mapping[str, An
     for name, own in capped.items():
         console.print(f"[yellow]{notice(name, own, cap)}[/yellow]")  # type: ignore[arg-type]
     return capped
+
+
+def restore(tasks: Mapping[str, Any], names: list[str], task_args: Mapping[str, Any],
+            stored: Mapping[str, Any]) -> None:
+    """Re-scoring a capped run (`score --run-dir`): each task keeps the max_tokens its answers were made with.
+
+    `stored` is the run's `{task: TaskResult}`. Without this the re-scored run would record the task's own
+    default (IFEval's 1,280) for answers generated at 512, and `compare` would refuse the pair."""
+    from evalsuite import taskargs
+
+    args = taskargs.by_task(names, dict(task_args))
+    for name, task in tasks.items():
+        config = stored[name].config if name in stored else {}
+        if config.get(CAPPED_FROM) is not None and "max_tokens" not in args.get(name, {}) and hasattr(task, "max_tokens"):
+            task.max_tokens, task.max_tokens_task_default = config["max_tokens"], config[CAPPED_FROM]
 
 
 def notice(name: str, own: int, cap: int) -> str:

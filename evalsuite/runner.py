@@ -335,6 +335,7 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
         model_info = log.results.model.model_copy(update={"rescored_from": str(Path(run_dir).resolve())})
         stored = {name: log.records_for(name) for name in tasks}
         missing = {name: list(log.tasks[name].missing) for name in tasks if name in log.tasks}  # still missing
+        cpu_defaults.restore(tasks, cfg.tasks, cfg.task_args, log.tasks)
         absent = [n for n, recs in stored.items() if not recs]
         if absent:
             raise UsageError(f"{run_dir} has no samples for task(s) {absent}")

@@ -44,10 +44,13 @@ def test_user_value_and_none_keep_the_task_own(shared_data: Path) -> None:
     assert tasks["ifeval"].max_tokens == 1280
 
 
+@pytest.mark.slow
 def test_run_says_and_records_the_cap(tmp_path: Path, shared_data: Path, tiny_model_dir: Path) -> None:
-    """A real run on a CPU model: the notice line, the capped value in results.json and in the requests sent.
+    """A real run on a CPU model: the notice line, the capped value in results.json and in the requests sent, and
+    a re-scored run that keeps it.
 
-    Catches the runner not calling the cap (requests at 1,280), or results.json not saying it was capped."""
+    Catches the runner not calling the cap (requests at 1,280), results.json not saying it was capped, and
+    `score --run-dir` recording the task's own 1,280 for answers made at 4 (compare then refuses the pair)."""
     proc = evalsuite("run", "--model", str(tiny_model_dir), "--tasks", "ifeval", "--limit", "1",
                      "--cpu-max-tokens", "4", "--data-dir", str(shared_data), "--output-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -58,9 +61,17 @@ def test_run_says_and_records_the_cap(tmp_path: Path, shared_data: Path, tiny_mo
     record = json.loads((run / "samples.jsonl").read_text().splitlines()[0])
     assert record["requests"][0]["max_tokens"] == 4
     assert record["outputs"][0]["tokens_out"] <= 4
+    rescored = evalsuite("score", "--run-dir", str(run), "--tasks", "ifeval", "--data-dir", str(shared_data),
+                         "--output-dir", str(tmp_path / "rescored"))
+    assert rescored.returncode == 0, rescored.stderr
+    (again,) = (tmp_path / "rescored").iterdir()
+    assert json.loads((again / "results.json").read_text())["tasks"]["ifeval"]["config"] == config
+    same = evalsuite("compare", str(run), str(again))
+    assert same.returncode == 0, same.stderr
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "many"])
 def test_bad_cap_is_one_line(value: str, tmp_path: Path) -> None:
+    """Catches a cap of 0 or a word other than none reaching the runner (a run that generates nothing)."""
     proc = evalsuite("run", "--model", "x", "--tasks", "ifeval", "--cpu-max-tokens", value)
     assert proc.returncode == 2 and "--cpu-max-tokens" in proc.stderr and "Traceback" not in proc.stderr

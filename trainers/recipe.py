@@ -172,6 +172,8 @@ class Recipe:
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.max_steps)
 
     def _resume(self) -> None:
+        if (self.run_dir / rundir.RESULTS).is_file():  # a restarted run keeps the time it was first started
+            self.created = rundir.load_results(self.run_dir).created or self.created
         ckpts = checkpoint.list_checkpoints(self.run_dir)
         if not ckpts:
             return
@@ -183,8 +185,6 @@ class Recipe:
         kept = [r for r in report.read_metrics(metrics) if r["step"] <= step]
         rundir.atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in kept))
         self.rows = [r for r in kept if r.get("kind") == "checkpoint"]
-        if (self.run_dir / rundir.RESULTS).is_file():  # a resumed run keeps the time it was first started
-            self.created = rundir.load_results(self.run_dir).created or self.created
         console.print(f"[yellow]resuming[/yellow] from {path} (step {step} of {self.max_steps})")
 
     # ================================================================ train
