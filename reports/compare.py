@@ -225,11 +225,20 @@ def _cluster_row(runs: Sequence[RunLog], task: str, group: str | None, metric: s
     for i in range(1, len(runs)):
         (xa, wa), (xb, wb) = parts[0], parts[i]
         shared = [s for s in xa if s in wa and s in xb and s in wb]
-        tests.append(stats.paired_cluster_test([xa[s] for s in shared], [wa[s] for s in shared], [xb[s] for s in shared],
-                                               [wb[s] for s in shared], n_boot=n_boot, seed=seed) if shared else None)
+        if shared:
+            tests.append(stats.paired_cluster_test([xa[s] for s in shared], [wa[s] for s in shared],
+                                                   [xb[s] for s in shared], [wb[s] for s in shared], n_boot=n_boot, seed=seed))
+            continue
+        # a run written before its task recorded the parts: its per-sample score is already the cluster's mean
+        # (MT-Bench's per-question turn mean), so the samples pair as clusters of equal weight
+        va, vb = _values(per_run[0], metric), _values(per_run[i], metric)
+        common = [s for s in va if s in vb]
+        tests.append(stats.paired_test([va[s] for s in common], [vb[s] for s in common], n_boot=n_boot, seed=seed)
+                     if common else None)
     declared = next((m for run in runs if (m := stored_metrics(run).get(metric)) is not None), None)
     # a rate (IFEval's share of instructions) is in points; a 1-10 rating (MT-Bench's turn mean) is not
-    unit = all(0.0 <= x[s] <= w[s] for x, w in parts for s in x if s in w)
+    unit = (all(0.0 <= x[s] <= w[s] for x, w in parts for s in x if s in w)
+            and all(0.0 <= v <= 1.0 for recs in per_run for v in _values(recs, metric).values()))
     return MetricRow(task, metric, group, estimates, tests, declared.higher_is_better if declared else True,
                      is_diagnostic(metric), unit)
 

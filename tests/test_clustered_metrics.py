@@ -155,6 +155,24 @@ def test_gate_reads_mt_bench_ratings_on_their_own_scale(tmp_path: Path) -> None:
     assert check.status == "fail" and "pts" not in check.message, check.message
 
 
+def test_a_baseline_written_before_the_cluster_parts_is_still_tested_by_question(tmp_path: Path) -> None:
+    """Catches an MT-Bench baseline from before `score.sum` / `score.turns` losing its paired test (the gate then
+    fails a noise-level change with "no per-sample scores"): its per-question scores pair with the candidate's."""
+    import json
+
+    base, cand = _correlated_turns(80)
+    old = _mt_bench(tmp_path / "a", base, "a")
+    lines = [json.loads(x) for x in (old / "samples.jsonl").read_text().splitlines()]
+    for rec in lines:  # as an older evalsuite wrote it: the per-question mean only
+        for key in ("score.sum", "score.turns"):
+            rec["scores"].pop(key, None)
+    (old / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    row, check = _gate(old, _mt_bench(tmp_path / "b", cand, "b"), "mt_bench", "score")
+    assert row.tests[1] is not None and row.tests[1].n == 80, "paired over the 80 questions"
+    assert check.status == "pass" and "not significant" in check.message, check.message
+    assert not row.unit_interval, "a 1-10 rating, also when one run has no parts"
+
+
 def _humaneval(path: Path, passes: dict[str, list[bool]], model: str) -> Path:
     task = ScriptedHumanEval(samples_per_task=len(next(iter(passes.values()))))
     task.passes = passes
