@@ -121,8 +121,9 @@ class Rules:
             what = f"gate rules: rules[{i}] (task {rule.task!r}, metric {rule.metric!r}" + (
                 f", group {rule.group!r})" if rule.group is not None else ")")
             if hit_tasks and (diagnostic := _diagnostic_named(rule.metric)):
-                errors.append(f"{what}: {diagnostic} is a behaviour diagnostic (results.json `diagnostics`), which "
-                              "compare shows and the gate never gates: remove the rule")
+                errors.append(f"{what} matches no metric of task(s) {', '.join(hit_tasks)}: there {diagnostic} is a "
+                              "behaviour diagnostic (results.json `diagnostics`), which compare shows and the gate "
+                              "never gates: remove the rule, or name a task that has such a metric")
                 continue
             if not hit_tasks:  # literal: the part that matched nothing names one thing, so it is a typo
                 literal = not WILDCARDS & set(rule.task)

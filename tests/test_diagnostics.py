@@ -180,7 +180,7 @@ def test_gate_never_gates_diagnostics_and_refuses_a_rule_naming_one(tmp_path: Pa
     result = gate(comp)
     assert result.passed and {c.metric for c in result.checks} <= {"acc", "new_errors"}
     for metric in ("mean_tokens", "diagnostics.cut_off"):
-        with pytest.raises(UsageError, match="(mean_tokens|cut_off) is a behaviour diagnostic.*the gate never gates"):
+        with pytest.raises(UsageError, match="there (mean_tokens|cut_off) is a behaviour diagnostic.*the gate never gates"):
             gate(comp, parse_rules({"rules": [{"task": "gen", "metric": metric, "max_score": 100}]}))
     assert main(["gate", "--baseline", str(a), "--candidate", str(b), "--n-boot", "200"]) == 0
     rules = tmp_path / "rules.yaml"
