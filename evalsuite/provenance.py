@@ -152,8 +152,8 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not (isinstance(manifest, dict) and isinstance(manifest.get("fingerprints"), str)
-            and isinstance(manifest.get("n"), int)):
-        raise ValueError("not a training-data manifest (needs 'fingerprints' and 'n')")
+            and isinstance(manifest.get("n"), int) and isinstance(manifest.get("min_words") or 0, int)):
+        raise ValueError("not a training-data manifest (needs 'fingerprints', 'n' and a whole-number 'min_words')")
     return manifest
 
 
@@ -174,7 +174,7 @@ def load(folder: Path) -> tuple[dict[str, Any] | None, np.ndarray | None, str | 
                                 "differs: overwritten by another run?): training-data overlap not checked")
     try:
         keys = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         return manifest, None, f"{path} is not a fingerprint array ({exc}): training-data overlap not checked"
     return manifest, np.asarray(keys, dtype=np.uint64), None
 
@@ -266,9 +266,10 @@ def line(task: str, c: Contamination) -> str:
             f"({', '.join(c.source) or 'unnamed datasets'}){short}")
 
 
-def summary_lines(results: RunResults) -> list[str]:
-    """The typed entries of a run, one line per task (what `compare` shows beside decontamination)."""
-    return [line(task, t.contamination) for task, t in results.tasks.items() if t.contamination is not None]
+def summary_lines(results: RunResults, tasks: Sequence[str] | None = None) -> list[str]:
+    """The typed entries of a run, one line per task (of `tasks`, when given: what `compare` compares)."""
+    return [line(task, t.contamination) for task, t in results.tasks.items()
+            if t.contamination is not None and (tasks is None or task in tasks)]
 
 
 def _sha256(path: Path) -> str:

@@ -336,7 +336,7 @@ def compare(runs: Sequence[RunLog], tasks: Sequence[str] | None = None, allow_mi
     decontamination: dict[str, list[str]] = {}
     for run, label in zip(runs, labels):
         lines, problem = decontamination_lines(run)
-        lines += provenance.summary_lines(run.results)  # the checkpoint's own training-data check, per task
+        lines += provenance.summary_lines(run.results, tasks)  # the checkpoint's own training-data check, per task
         if lines:
             decontamination[label] = lines
         if problem:
