@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.datagen.decontam import EvalIndex, normalize, sample_texts
+from evalsuite.datagen.decontam import gram_size, kept_blocks, normalize, sample_texts
 from evalsuite.runlog import Contamination, RunResults
 
 MANIFEST = "training_data.json"
@@ -188,18 +188,15 @@ def overlap(name: str, samples: Sequence[Any], keys: np.ndarray, n: int = 13,
     task (few-shot exemplars, instructions) are left out, as decontam's EvalIndex leaves them out,
     and a paragraph under n words is matched by its `min_words`-grams (one under that is skipped).
     """
-    index = EvalIndex(n=n, min_words=min_words)
-    index.add_task(name, [(s.id, sample_texts(s)) for s in samples])
     owners: list[np.ndarray] = []
     hashes: list[np.ndarray] = []
-    ids = list(index.samples[name])
+    kept = kept_blocks([(s.id, sample_texts(s)) for s in samples])
+    ids = [sid for sid, _ in kept]
     unchecked = 0
-    for i, sid in enumerate(ids):
-        blocks = [normalize(b) for b in index.samples[name][sid].split("\n\n")]
+    for i, (_, blocks) in enumerate(kept):
         found = [np.zeros(0, dtype=np.uint64)]
-        for words in blocks:
-            size = n if len(words) >= n else min_words
-            if size and len(words) >= size:
+        for words in map(normalize, blocks):
+            if size := gram_size(len(words), n, min_words):
                 found.append(gram_hashes(words, size))
         h = np.concatenate(found)
         unchecked += h.size == 0

@@ -39,6 +39,22 @@ def ngrams(words: Sequence[str], n: int) -> list[str]:
     return list(map(" ".join, zip(*(words[i:] for i in range(n))))) if len(words) >= n else []
 
 
+def kept_blocks(items: Sequence[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """Each sample's paragraphs, without those shared by many samples of the task (few-shot exemplars,
+    instructions): they would match every training text that quotes them and flag the whole task."""
+    blocks = [(sid, [b for t in texts for b in t.split("\n\n") if b.strip()]) for sid, texts in items]
+    counts = Counter(b for _, bs in blocks for b in set(bs))
+    common = max(2, len(items) // 100)
+    return [(sid, [b for b in bs if counts[b] <= common]) for sid, bs in blocks]
+
+
+def gram_size(words: int, n: int, min_words: int) -> int | None:
+    """The n-gram size a paragraph of `words` words is matched by: n, else `min_words` for a short one, else
+    None (too short to match at all)."""
+    size = n if words >= n else min_words
+    return size if size and words >= size else None
+
+
 @dataclass
 class EvalIndex:
     """n-gram hash -> the eval samples holding it, for several tasks.
@@ -58,21 +74,17 @@ class EvalIndex:
 
     def add_task(self, task: str, items: Sequence[tuple[str, list[str]]]) -> None:
         """Register a task's samples: (sample id, its texts: input, target, ...)."""
-        blocks = [(sid, [b for t in texts for b in t.split("\n\n") if b.strip()]) for sid, texts in items]
-        counts = Counter(b for _, bs in blocks for b in set(bs))
-        common = max(2, len(items) // 100)
         self.samples[task] = {}
         grams, shared = self.grams, self.shared
-        for sid, bs in blocks:
-            kept = [b for b in bs if counts[b] <= common]
+        for sid, kept in kept_blocks(items):
             self.samples[task][sid] = "\n\n".join(kept)
             oid = len(self.owners)
             self.owners.append((task, sid))
             keys: set[int] = set()
             for block in kept:
                 words = normalize(block)
-                size = self.n if len(words) >= self.n else self.min_words
-                if len(words) >= size:
+                size = gram_size(len(words), self.n, self.min_words)
+                if size:
                     self.lengths.add(size)
                     keys.update(map(hash, ngrams(words, size)))
             for key in keys:
