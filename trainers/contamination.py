@@ -7,7 +7,8 @@ report next to the run and copies it into every checkpoint's eval run directory,
 (and `evalsuite compare` shows it) knowing whether the training data had seen the test.
 
 `fingerprint` covers the tasks a checkpoint is scored on later: it stores the 13-grams of the
-conversations actually trained on (`evalsuite.provenance`), which `evalsuite run --model CHECKPOINT`
+conversations of the training split (`evalsuite.provenance`; all of them, also any the run did not
+reach within max_steps, so an overlap is over- rather than under-reported), which `evalsuite run --model CHECKPOINT`
 checks every task's samples against.
 """
 
