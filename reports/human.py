@@ -46,6 +46,7 @@ class HumanBlock:
     per_pair: dict[str, dict[str, int]]  # "a vs b" -> distinct items and annotators
     judge: dict[str, Any] | None = None  # stats.judge_agreement, when a judge saw the same items
     judge_from: list[str] = field(default_factory=list)  # where the judge's verdicts came from
+    judge_not_pooled: list[str] = field(default_factory=list)  # other judges' verdicts on the items, left apart
 
     def label(self, model: str) -> str:
         return self.labels.get(model, model)
@@ -106,21 +107,20 @@ def _record(model_a: str, model_b: str, sample_id: str, values: dict[str, Any]) 
                         Score(values))
 
 
-def _task_verdicts(run: RunLog, name: str, runs: dict[str, str], task: str | None) -> tuple[list[Any], list[str]]:
+def _task_verdicts(run: RunLog, name: str, runs: dict[str, str], task: str | None) -> list[tuple[str, list[Any]]]:
     """Pairwise judge verdicts of `run` against a baseline run the store also holds (winrate, mt_bench pairwise):
     one battle per judged turn, `run`'s model first."""
     by_path = {str(Path(p).resolve()): m for m, p in runs.items()}
     by_dir = {Path(p).name: m for m, p in runs.items()}
-    records: list[Any] = []
-    found: list[str] = []
+    found: list[tuple[str, list[Any]]] = []
     for t, entry in run.tasks.items():
+        records: list[Any] = []
         baseline = entry.config.get("baseline")
         if not baseline or (task and t != task):
             continue
         other = by_path.get(str(Path(baseline).resolve())) or by_dir.get(Path(str(baseline)).name)
         if other is None or other == name:
             continue
-        n = len(records)
         for r in run.records_for(t):
             v = r.score.values if r.error is None and r.score is not None else {}
             turns = sorted(k for k in v if k.startswith("turn_") and "." not in k)
@@ -130,38 +130,36 @@ def _task_verdicts(run: RunLog, name: str, runs: dict[str, str], task: str | Non
                     records.append(_record(name, other, r.sample.id, {
                         "win_a": float(v[key]), "inconsistent": v.get(f"{dot}inconsistent", 0.0) or 0.0,
                         "first_position_bias": v.get(f"{dot}first_position_bias", 0.0) or 0.0}))
-        if len(records) > n:
-            found.append(f"{run.path} task {t} (vs {baseline})")
-    return records, found
+        if records:
+            found.append((f"{run.path} task {t} (vs {baseline})", records))
+    return found
 
 
 def judge_verdicts(view: Any, labels: dict[str, str], comp: Comparison,
-                   arena_runs: Sequence[RunLog] = ()) -> tuple[list[Any], list[str]]:
-    """Every LLM-judge pairwise verdict on the store's model pairs: from the compared runs' judge tasks and
-    from arena runs that judged the same run directories (their names mapped to the store's)."""
+                   arena_runs: Sequence[RunLog] = ()) -> list[tuple[str, list[Any]]]:
+    """Every LLM-judge pairwise verdict on the store's model pairs, per source (where, verdicts): the compared
+    runs' judge tasks and arena runs that judged the same run directories (their names mapped to the store's).
+    Sources stay apart: two judges' verdicts averaged per item would read as ties that neither judge gave."""
     by_label = {lab: run for lab, run in zip(comp.labels, comp.runs)}
     runs = {m: str(by_label[lab].path) for m, lab in labels.items()}
     task = view.project.get("task")
-    records: list[Any] = []
-    found: list[str] = []
+    found: list[tuple[str, list[Any]]] = []
     for model in labels:
-        got, where = _task_verdicts(by_label[labels[model]], model, runs, task)
-        records += got
-        found += where
+        found += _task_verdicts(by_label[labels[model]], model, runs, task)
     to_store = {str(Path(p).resolve()): m for m, p in runs.items()}
     for arena in arena_runs:
         a = arena.results.arena
         names = {n: to_store.get(str(Path(p).resolve())) for n, p in (getattr(a, "runs", None) or {}).items()}
-        n = len(records)
+        records: list[Any] = []
         for r in arena.records:
             meta = r.sample.metadata
             x, y = (names.get(m) or (m if m in labels and not names else None)
                     for m in (meta.get("model_a"), meta.get("model_b")))
             if x and y and r.score is not None and task in (None, r.task.removeprefix("arena:")):
                 records.append(_record(x, y, str(meta.get("sample_id")), dict(r.score.values)))
-        if len(records) > n:
-            found.append(f"arena run {arena.path}")
-    return records, found
+        if records:
+            found.append((f"arena run {arena.path}", records))
+    return found
 
 
 def load_human(sources: Sequence[str], comp: Comparison, arena_runs: Sequence[RunLog] = (),
@@ -179,9 +177,14 @@ def load_human(sources: Sequence[str], comp: Comparison, arena_runs: Sequence[Ru
         summary = getattr(view, "summary", None) or summarize(view, n_boot, seed)
         block = HumanBlock(source, view.mode, view.project.get("task"), summary, labels, _per_pair(view))
         if view.mode == "pairwise":
-            records, block.judge_from = judge_verdicts(view, labels, comp, arena_runs)
-            got = stats.judge_agreement(view, records, n_boot, seed) if records else {"n": 0}
-            block.judge = got if got.get("n") else None
+            for where, records in judge_verdicts(view, labels, comp, arena_runs):
+                got = stats.judge_agreement(view, records, n_boot, seed)
+                if not got.get("n"):
+                    continue
+                if block.judge is None:  # the first judge that saw these items; others are named, not pooled
+                    block.judge, block.judge_from = got, [where]
+                else:
+                    block.judge_not_pooled.append(where)
         blocks.append(block)
     return blocks
 
@@ -258,7 +261,9 @@ def tables(block: HumanBlock) -> list[Table]:
                 ["humans: chose the left answer", f"{fmt_number(hl.get('rate'), 3)} {_pair_ci(hl.get('ci'))} "
                                                   f"(n={hl.get('n', 0)})"]]
         out.append(Table("LLM judge vs humans", ["measure", "value"], rows,
-                         "Judge verdicts from " + "; ".join(block.judge_from) + "."))
+                         "Judge verdicts from " + "; ".join(block.judge_from) + "." + (
+                             " Other judges' verdicts on these items, not pooled with these: "
+                             + "; ".join(block.judge_not_pooled) + "." if block.judge_not_pooled else "")))
     return out
 
 

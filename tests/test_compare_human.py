@@ -287,6 +287,22 @@ def test_judge_verdicts_from_an_arena_run(tmp_path: Path, capsys: pytest.Capture
     assert block.judge is None
 
 
+def test_two_judges_are_not_pooled(tmp_path: Path) -> None:
+    """The runs' winrate judge and an arena judge on the same items: the agreement is the first judge's alone
+    (12/16, as without the arena), and the arena is named as not pooled. Catches two judges' verdicts averaged
+    per item, where one judge's A and the other's B would read as a tie that neither gave."""
+    base, sft = make_runs(tmp_path)
+    store = pairwise_store(tmp_path, (base, sft))
+    ann = [{SFT: 1.0, BASE: 0.0}.get(v, 0.5) for v in VOTES["ann"]]
+    arena = arena_dir(tmp_path, {BASE: base, SFT: sft}, ann)
+    comp = compare(load_runs([base, sft]), n_boot=200)
+    (alone,) = load_human([str(store.path)], comp)
+    (block,) = load_human([str(store.path)], comp, [load_run(arena)])
+    assert block.judge == alone.judge and block.judge["with_ties"]["agreement"] == pytest.approx(12 / 16)
+    assert block.judge_from == [f"{sft} task winrate (vs {base})"]
+    assert block.judge_not_pooled == [f"arena run {arena}"]
+
+
 def test_mt_bench_turns_are_averaged_into_one_verdict(tmp_path: Path) -> None:
     """MT-Bench pairwise stores one verdict per turn (`turn_N`, `turn_N.inconsistent`): a sample the judge
     gave the candidate in turn 1 and the baseline in turn 2 is a tie against the humans. Catches the
