@@ -45,16 +45,17 @@ class Spec:
     higher_is_better: bool | None  # None: no direction
     kind: str  # "tokens" | "rate" (a share, in %) | "ratio" (in [0, 1], not a share of answers)
     per_sample: bool  # False: a whole-task number (no per-sample values, no paired test)
+    short: str | None = None  # its column in the trainer's checkpoint table (None: not a column there)
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("mean_tokens", "length (tokens, mean)", None, "tokens", True),
+    Spec("mean_tokens", "length (tokens, mean)", None, "tokens", True, "tokens"),
     Spec("median_tokens", "length (tokens, median)", None, "tokens", False),
-    Spec("cut_off", "cut off at max_tokens", False, "rate", True),
-    Spec("ended_turn", "ended the turn", True, "rate", True),
-    Spec("repeat_4gram", "repeated 4-grams", None, "rate", True),
-    Spec("distinct_2", "distinct-2 (task)", None, "ratio", False),
-    Spec("refusal", "refusals (strmatch)", None, "rate", True),
+    Spec("cut_off", "cut off at max_tokens", False, "rate", True, "cut off"),
+    Spec("ended_turn", "ended the turn", True, "rate", True, "ended turn"),
+    Spec("repeat_4gram", "repeated 4-grams", None, "rate", True, "repeat 4-gram"),
+    Spec("distinct_2", "distinct-2 (task)", None, "ratio", False, "distinct-2"),
+    Spec("refusal", "refusals (strmatch)", None, "rate", True, "refusal"),
 )
 NAMES = tuple(s.name for s in SPECS)
 SPEC = {s.name: s for s in SPECS}
@@ -221,10 +222,6 @@ class Change:
     cand: Diagnostic | None
     test: stats.PairedTest | None  # candidate minus baseline on their shared samples; None: no test
     hint: str | None  # set when the change is beyond noise (see `hint`)
-
-    @property
-    def spec(self) -> Spec:
-        return SPEC[self.name]
 
 
 def paired_distinct_2(a: dict[str, Counter[tuple[str, str]]], b: dict[str, Counter[tuple[str, str]]]) -> stats.PairedTest | None:

@@ -75,8 +75,6 @@ def table(results: RunResults, run_dir: Path | None = None) -> Any:
     return tab if behaviour is None else Group(tab, behaviour)
 
 
-SHORT = {"mean_tokens": "tokens", "cut_off": "cut off", "ended_turn": "ended turn", "repeat_4gram": "repeat 4-gram",
-         "distinct_2": "distinct-2", "refusal": "refusal"}  # the columns, by `evalsuite.diagnostics` name
 
 
 def behaviour_table(run_dir: Path) -> Any:
@@ -89,6 +87,8 @@ def behaviour_table(run_dir: Path) -> Any:
     from evalsuite.reports.behaviour import fmt_value
     from evalsuite.rundir import checkpoint_specs, load_run
 
+    short = {s.name: s.short for s in diagnostics.SPECS if s.short}  # the columns
+
     try:
         runs = [load_run(spec) for spec in checkpoint_specs(run_dir)]
     except EvalsuiteError:  # an eval run dir removed or broken: the scores table still prints
@@ -99,7 +99,7 @@ def behaviour_table(run_dir: Path) -> Any:
     base = f"step {_step(first)}"
     tab = Table(title=f"behaviour of the answers per checkpoint (hints: vs {base}, beyond noise; not gated)",
                 title_justify="left")
-    for col in ["step", "task", *SHORT.values(), f"vs {base}"]:
+    for col in ["step", "task", *short.values(), f"vs {base}"]:
         tab.add_column(col, justify="left" if col in ("task", f"vs {base}") else "right", overflow="fold")
     rows = 0
     for run in runs:
@@ -109,14 +109,17 @@ def behaviour_table(run_dir: Path) -> Any:
             if not summary:
                 continue
             hints = diagnostics.hints(first.records_for(task), records, base) if run is not first else []
-            tab.add_row(str(_step(run)), task, *[fmt_value(n, summary.get(n)) for n in SHORT], "; ".join(hints) or "")
+            tab.add_row(str(_step(run)), task, *[fmt_value(n, summary.get(n)) for n in short], "; ".join(hints) or "")
             rows += 1
     return tab if rows else None
 
 
 def _step(run: Any) -> int:
     """The step of a checkpoint read as `RUN@step-N`."""
-    return int(str(run.results.model.name).rsplit("@step-", 1)[1])
+    from evalsuite.rundir import STEP_SUFFIX
+
+    match = STEP_SUFFIX.match(str(run.results.model.name))
+    return int(match["step"]) if match else 0
 
 
 def _fmt(v: Any) -> str:
