@@ -54,7 +54,10 @@ def task_blocks(runs: Sequence[RunLog], labels: Sequence[str], tasks: Sequence[s
 
 
 def blocks(comp: Comparison) -> list[Block]:
-    return task_blocks(comp.runs, comp.labels, comp.tasks)
+    """The comparison's blocks, computed once (the terminal, Markdown and HTML outputs all read them)."""
+    if "_behaviour" not in comp.__dict__:
+        comp.__dict__["_behaviour"] = task_blocks(comp.runs, comp.labels, comp.tasks)
+    return comp.__dict__["_behaviour"]
 
 
 # ---------------------------------------------------------------------------- formatting
