@@ -17,6 +17,7 @@ import pytest
 
 from evalsuite import distributed
 from evalsuite.errors import BackendError, UsageError
+from tests.judge_server import JudgeServer, judge_server  # noqa: F401 - fixture
 
 RUN = ["--model", "smollm2-135m", "--tasks", "mmlu,gsm8k", "--limit", "4", "-T", "gsm8k.max_tokens=32"]
 ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -60,25 +61,51 @@ def test_two_processes_write_the_run_one_process_writes(tmp_path: Path, shared_d
     one, two = tmp_path / "one", tmp_path / "two"
     for folder in (one, two):  # each run its own fresh cache: the comparison never goes through a cache
         folder.mkdir()
-    single = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", *RUN, "--cache-path", str(one / "c.sqlite"),
-                             "--output-dir", str(one / "runs")], capture_output=True, text=True, timeout=700,
-                            env=_env(shared_data))
-    assert single.returncode == 0, single.stderr[-3000:]
     proc = subprocess.run(_torchrun("-m", "evalsuite.cli", "run", *RUN, "--cache-path", str(two / "c.sqlite"),
                                     "--output-dir", str(two / "runs")), capture_output=True, text=True, timeout=700,
                           env=_env(shared_data))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = _only_run(one), _only_run(two)
-    assert _outputs(b) == _outputs(a), "per-sample outputs and scores as one process computes them"
-    ra, rb = (json.loads((r / "results.json").read_text()) for r in (a, b))
-    assert {t: s["metrics"] for t, s in rb["tasks"].items()} == {t: s["metrics"] for t, s in ra["tasks"].items()}
-    assert (ra["config"]["world_size"], rb["config"]["world_size"]) == (1, 2)
-    assert rb["status"] == "complete"
+    b = _only_run(two)
     log = proc.stderr + proc.stdout
     assert log.count("mmlu (rank 0 of 2: ") == 1 and "rank 1 of 2" not in log, "progress from rank 0 only"
     assert log.count("┃ task") == 1, "one score table"
     # both ranks computed a share: the 16 MMLU choices (4 contexts) and 4 generations, split in two
     assert "8 of 16 to compute" in log and "2 of 4 to compute" in log
+    single = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", *RUN, "--cache-path", str(one / "c.sqlite"),
+                             "--output-dir", str(one / "runs")], capture_output=True, text=True, timeout=700,
+                            env=_env(shared_data))
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = _only_run(one)
+    assert _outputs(b) == _outputs(a), "per-sample outputs and scores as one process computes them"
+    ra, rb = (json.loads((r / "results.json").read_text()) for r in (a, b))
+    assert {t: s["metrics"] for t, s in rb["tasks"].items()} == {t: s["metrics"] for t, s in ra["tasks"].items()}
+    assert (ra["config"]["world_size"], rb["config"]["world_size"]) == (1, 2)
+    assert rb["status"] == "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_multi_turn_rounds_are_sharded_and_gathered(tmp_path: Path, shared_data: Path, smollm2_dir: Path,
+                                                    judge_server: JudgeServer) -> None:  # noqa: F811
+    """MT-Bench (real questions, two turns, seeded sampling for writing) under torchrun equals one process:
+    catches a second turn built on another sample's first answer, or on a rank's partial outputs
+    (each rank must hold every first-turn answer to make the second turn), and the judge (a real
+    OpenAI-protocol server on 127.0.0.1) asked by more than rank 0."""
+    judge = "base_url={base_url},max_retries=2,backoff_base=0.01,backoff_max=0.02".format(**judge_server.judge_args())
+    args = ["--model", "smollm2-135m", "--tasks", "mt_bench", "--limit", "3", "-T", "mt_bench.max_tokens=8",
+            "--judge", "openai:judge", "--judge-args", judge]
+    runs = {}
+    for name, launch in (("one", [sys.executable, "-m", "evalsuite.cli"]), ("two", _torchrun("-m", "evalsuite.cli"))):
+        folder = tmp_path / name
+        folder.mkdir()
+        proc = subprocess.run([*launch, "run", *args, "--cache-path", str(folder / "c.sqlite"), "--output-dir",
+                               str(folder / "runs")], capture_output=True, text=True, timeout=700, env=_env(shared_data))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = _only_run(folder)
+    a, b = _outputs(runs["one"]), _outputs(runs["two"])
+    assert [len(x[2]) for x in b] == [2, 2, 2], "both turns of every question"
+    assert b == a
+    assert judge_server.answered == 2 * 3 * 2, "3 questions x 2 turns judged once per run, by rank 0 alone"
 
 
 FAULTY = """
