@@ -226,5 +226,12 @@ def start() -> Ranks:
         from evalsuite.progress import console
 
         console.quiet = True  # progress bars, warnings and the score table come from rank 0 only
-        os.environ["TQDM_DISABLE"] = "1"  # and the loading bars of transformers and datasets (tqdm)
+        os.environ["TQDM_DISABLE"] = "1"  # and the loading bars of datasets and others (tqdm) ...
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        try:  # ... and of transformers, which sets tqdm's `disable` itself
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:
+            pass
     return Ranks(rank=rank, world=world, group=group)

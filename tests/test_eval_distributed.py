@@ -69,6 +69,7 @@ def test_two_processes_write_the_run_one_process_writes(tmp_path: Path, shared_d
     log = proc.stderr + proc.stdout
     assert log.count("mmlu (rank 0 of 2: ") == 1 and "rank 1 of 2" not in log, "progress from rank 0 only"
     assert log.count("┃ task") == 1, "one score table"
+    assert log.count("Loading weights: 100%") <= 1, "transformers' loading bar from rank 0 only"
     # both ranks computed a share: the 16 MMLU choices (4 contexts) and 4 generations, split in two
     assert "8 of 16 to compute" in log and "2 of 4 to compute" in log
     single = subprocess.run([sys.executable, "-m", "evalsuite.cli", "run", *RUN, "--cache-path", str(one / "c.sqlite"),
