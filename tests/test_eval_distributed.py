@@ -143,6 +143,32 @@ def test_a_rank_failing_fails_the_command_with_one_line(tmp_path: Path, shared_d
     assert results["status"] == "failed" and "rank 1" in results["error"]
 
 
+@pytest.mark.slow
+def test_a_workers_checkpoint_scorer_runs_alone(tmp_path: Path, tiny_model_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catches the trainer's child-process scorer, started by rank 0 of a torchrun training, inheriting
+    WORLD_SIZE=2 and waiting for a rank 1 that never joins its evaluation (it hung until the 6 h timeout)."""
+    import shutil
+
+    from evalsuite.trainers import live_eval
+    from tests.conftest import write_mmlu
+
+    data = write_mmlu(tmp_path / "data", n_test=2)
+    ckpt = tmp_path / "step-2"
+    shutil.copytree(tiny_model_dir, ckpt)
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(_port())}.items():  # as torchrun sets them for rank 0
+        monkeypatch.setenv(name, value)
+    job = {"tasks": ["mmlu"], "out_dir": str(tmp_path / "evals"), "limit": 2, "data_dir": str(data),
+           "task_args": {"num_fewshot": 0}, "model_args": {}, "chat_template": None, "backend": None, "seed": 1}
+    proc = live_eval.start_job(ckpt, job)
+    try:
+        assert proc.wait(timeout=240) == 0, (ckpt / "eval.log").read_text()[-2000:]
+    finally:
+        proc.kill()
+    assert "mmlu/acc" in json.loads((ckpt / "eval.json").read_text())["scores"]
+
+
 # ---------------------------------------------------------------------------- the shared call cache
 WRITER = """
 import sys, time
