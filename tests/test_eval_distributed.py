@@ -112,11 +112,17 @@ def test_multi_turn_rounds_are_sharded_and_gathered(tmp_path: Path, shared_data:
 FAULTY = """
 import os, sys
 from evalsuite.backends.hf import HFBackend
+from evalsuite.errors import BackendError
 
-if os.environ["RANK"] == "1":  # fault injection: rank 1's model fails on its share of the generations
+if os.environ["RANK"] == "1" and sys.argv[1] == "generate":  # fault injection: rank 1 fails on its share
     def generate(self, requests, done):
         raise RuntimeError("injected fault: out of memory on rank 1")
     HFBackend.generate = generate
+if os.environ["RANK"] == "1" and sys.argv[1] == "load":  # or cannot load the model at all
+    def load(self, *args, **kwargs):
+        raise BackendError("cannot load model: injected fault on rank 1")
+    HFBackend.__init__ = load
+del sys.argv[1]
 
 from evalsuite.cli import main
 sys.exit(main())
@@ -130,7 +136,7 @@ def test_a_rank_failing_fails_the_command_with_one_line(tmp_path: Path, shared_d
     its own error (or a traceback), and the run directory not saying it failed and why."""
     script = tmp_path / "faulty.py"
     script.write_text(FAULTY)
-    proc = subprocess.run(_torchrun(str(script), "run", "--model", "smollm2-135m", "--tasks", "gsm8k", "--limit", "2",
+    proc = subprocess.run(_torchrun(str(script), "generate", "run", "--model", "smollm2-135m", "--tasks", "gsm8k", "--limit", "2",
                                     "-T", "gsm8k.max_tokens=4", "--cache-path", str(tmp_path / "c.sqlite"),
                                     "--output-dir", str(tmp_path / "runs")),
                           capture_output=True, text=True, timeout=600, env=_env(shared_data))
@@ -141,6 +147,26 @@ def test_a_rank_failing_fails_the_command_with_one_line(tmp_path: Path, shared_d
     run = _only_run(tmp_path)
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "failed" and "rank 1" in results["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_rank_that_cannot_load_the_model_stops_every_rank(tmp_path: Path, shared_data: Path,
+                                                            smollm2_dir: Path) -> None:
+    """Catches rank 0 loading its model and then waiting at the first exchange for a rank 1 that failed
+    to load, and the failure not keeping its exit status (2: a backend error) or leaving a run dir.
+    (torchrun itself then prints its own summary of the failed worker.)"""
+    script = tmp_path / "faulty.py"
+    script.write_text(FAULTY)
+    proc = subprocess.run(_torchrun(str(script), "load", "run", "--model", "smollm2-135m", "--tasks", "gsm8k",
+                                    "--limit", "2", "--cache-path", str(tmp_path / "c.sqlite"), "--output-dir",
+                                    str(tmp_path / "runs")), capture_output=True, text=True, timeout=600,
+                          env=_env(shared_data))
+    assert proc.returncode != 0, proc.stderr[-3000:]  # torchrun exits 1 whatever its worker's status
+    assert "failed (exitcode: 2) local_rank: 0" in proc.stderr, "rank 0 exits 2, a backend error's status"
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("evalsuite: ")]
+    assert lines == ["evalsuite: error: rank 1: cannot load model: injected fault on rank 1"]
+    assert not list(tmp_path.glob("runs/*")), "no run happened: no run directory"
 
 
 @pytest.mark.slow
