@@ -80,10 +80,13 @@ class CallCache:
         self._writable = True
 
     def _prepare(self) -> None:
-        """WAL mode and the table; every step is harmless to repeat (another process may race it)."""
+        """WAL mode and the table, safe to race: the schema is checked and changed in one write
+        transaction, so two processes opening a new or old file at once cannot both add a column."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output TEXT NOT NULL, created REAL)")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output TEXT NOT NULL, created REAL, "
+                         "digest TEXT)")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
         if "digest" not in columns:  # caches from before digests: their rows read as misses
             self._db.execute("ALTER TABLE calls ADD COLUMN digest TEXT")

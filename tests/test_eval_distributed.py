@@ -223,7 +223,9 @@ def test_many_processes_write_one_cache_at_once(tmp_path: Path, busy_timeout: fl
     """Catches: a writer failing with "database is locked" (or going on uncached after its warning) when
     several processes create and write the same cache file at once, as the ranks of a torchrun run do.
     With SQLite's busy timeout at 0 only the cache's own retry carries the writers through: that case
-    stands for the locks SQLite reports at once without waiting (creating the file, switching to WAL)."""
+    stands for the locks SQLite reports at once without waiting (creating the file, switching to WAL).
+    Also catches two writers opening a new file both adding the `digest` column ("duplicate column
+    name", about one run in four before the schema step became one write transaction)."""
     from evalsuite import cache as cache_mod
 
     path, script = tmp_path / "calls.sqlite", tmp_path / "writer.py"
