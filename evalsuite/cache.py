@@ -1,9 +1,12 @@
 """SQLite cache of every model call, so a killed run resumes where it stopped.
 
-Keys come from `records.request_key` (model fingerprint + request), never from batch size or
-device count. Every write is committed at once: a SIGKILL loses nothing, and the write lock is
-never held across a model call, so several processes (a run, a trainer's checkpoint scorers) can
-share one cache. WAL mode with synchronous=NORMAL makes such a commit cheap (no fsync).
+Keys come from `records.request_key` (model fingerprint + request), never from batch size,
+device count, rank or world size. Every write is committed at once: a SIGKILL loses nothing, and
+the write lock is never held across a model call, so several processes (a run, a trainer's
+checkpoint scorers, the ranks of a torchrun evaluation) can share one cache. WAL mode with
+synchronous=NORMAL makes such a commit cheap (no fsync). A writer waits out the others' locks:
+SQLite's busy timeout first, then, for the cases where SQLite answers "database is locked" at once
+(two processes creating the file, switching it to WAL), retries with backoff for up to a minute.
 
 A damaged entry is a miss, never a wrong answer: each row stores a digest of its key and output,
 and a row that does not parse, does not match its digest or sits on an unreadable page is
@@ -18,15 +21,21 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 from pathlib import Path
 
 from evalsuite.errors import UsageError
 from evalsuite.records import Output
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 30.0  # SQLite's own wait for another process's write lock
+LOCKED_RETRY_S = 60.0  # then how long "database is locked" is retried, in all
+T = TypeVar("T")
 
 
 def default_cache_dir() -> Path:
@@ -58,20 +67,30 @@ class CallCache:
         self.check_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output TEXT NOT NULL, created REAL)")
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
-            if "digest" not in columns:  # caches from before digests: their rows read as misses
-                self._db.execute("ALTER TABLE calls ADD COLUMN digest TEXT")
-            self._db.commit()
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+            _when_unlocked(self._db, self._prepare)
         except sqlite3.DatabaseError as exc:
+            if _locked(exc):
+                raise UsageError(f"call cache {self.path} stayed locked by another process for over "
+                                 f"{BUSY_TIMEOUT_S + LOCKED_RETRY_S:.0f} s: {_fix(self.path)}") from None
             raise UsageError(f"call cache {self.path} is unreadable ({exc}): {_fix(self.path)}") from None
         self.hits = 0
         self.misses = 0
         self.damaged = 0
         self._writable = True
+
+    def _prepare(self) -> None:
+        """WAL mode and the table, safe to race: the schema is checked and changed in one write
+        transaction, so two processes opening a new or old file at once cannot both add a column."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output TEXT NOT NULL, created REAL, "
+                         "digest TEXT)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}
+        if "digest" not in columns:  # caches from before digests: their rows read as misses
+            self._db.execute("ALTER TABLE calls ADD COLUMN digest TEXT")
+        self._db.commit()
 
     @staticmethod
     def check_path(path: Path) -> None:
@@ -123,7 +142,7 @@ class CallCache:
 
     def _select(self, keys: list[str]) -> list[tuple[str, str, str | None]]:
         sql = f"SELECT key, output, digest FROM calls WHERE key IN ({','.join('?' * len(keys))})"
-        return self._db.execute(sql, keys).fetchall()
+        return _when_unlocked(self._db, lambda: self._db.execute(sql, keys).fetchall())
 
     def _warn_damaged(self) -> None:
         self.damaged += 1
@@ -136,12 +155,14 @@ class CallCache:
         if output.error is not None or not self._writable:
             return
         text = json.dumps(dataclasses.asdict(output))
-        try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO calls (key, output, created, digest) VALUES (?, ?, ?, ?)",
-                (key, text, time.time(), _digest(key, text)),
-            )
+
+        def write() -> None:
+            self._db.execute("INSERT OR REPLACE INTO calls (key, output, created, digest) VALUES (?, ?, ?, ?)",
+                             (key, text, time.time(), _digest(key, text)))
             self._db.commit()
+
+        try:
+            _when_unlocked(self._db, write)
         except sqlite3.DatabaseError as exc:  # the run's answers stay right; only resuming is lost
             self._writable = False
             print(f"evalsuite: warning: cannot write the call cache {self.path} ({exc}); this run goes on uncached: "
@@ -156,6 +177,28 @@ class CallCache:
     def close(self) -> None:
         self.flush()
         self._db.close()
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _when_unlocked(db: sqlite3.Connection, step: Callable[[], T]) -> T:
+    """Run `step`, retrying while another process holds a lock SQLite would not wait for.
+
+    Backoff with jitter, so processes that collided do not collide again in step; any other
+    error, or a lock that outlasts LOCKED_RETRY_S, goes to the caller."""
+    deadline, delay = time.monotonic() + LOCKED_RETRY_S, 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() > deadline:
+                raise
+            if db.in_transaction:
+                db.rollback()  # start again from a fresh snapshot
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
 
 
 def _parse(key: str, text: str, digest: str | None) -> Output | None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalsuite import cpu_defaults, diagnostics, distributed, provenance, registry, rundir, runlog
 from evalsuite import outputs as outputs_file
-from evalsuite import cpu_defaults, diagnostics, provenance, registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
@@ -277,31 +277,50 @@ def finish_task(name: str, task: Task, records: list[SampleRecord], ctx: TaskCon
 
 
 # ---------------------------------------------------------------------------- the two entry points
-def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog:
-    """`evalsuite run`: evaluate a model on tasks; returns the run log (typed results, records, directory)."""
+def run_eval(cfg: RunConfig, backend: Backend | None = None) -> RunLog | None:
+    """`evalsuite run`: evaluate a model on tasks; returns the run log (typed results, records, directory).
+
+    Under torchrun (WORLD_SIZE > 1) the ranks share the work (evalsuite/distributed.py); ranks other
+    than 0 return None."""
     if not cfg.model and backend is None:
         raise UsageError("no model given: pass --model (e.g. --model smollm2-135m)")
-    ctx = cfg.context()
-    _check_export(cfg)
-    tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
-    _check_judge(tasks, cfg)
-    with console.status("loading data ..."):  # missing data fails here, before a model loads
-        samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
-    contamination = provenance.check_model(cfg.model, samples)  # a checkpoint's training data vs these samples
-    cache = _cache(cfg)  # a bad cache path fails before the model loads
-    out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks)
+    # under torchrun: each rank computes a share of the requests; only rank 0 scores and writes (a backend
+    # handed in belongs to its caller's process and runs alone)
+    ranks = distributed.start() if backend is None else distributed.Ranks()
+    with ranks.together():  # a failure on any rank stops all of them, reported once by rank 0
+        ctx = cfg.context()
+        _check_export(cfg)
+        tasks = build_tasks(cfg.tasks, cfg.task_args, ctx)
+        _check_judge(tasks, cfg)
+        with console.status("loading data ..."):  # missing data fails here, before a model loads
+            samples = {name: load_samples(name, task, ctx) for name, task in tasks.items()}
+        contamination = provenance.check_model(cfg.model, samples)  # a checkpoint's training data vs these samples
+        cache = _cache(cfg)  # a bad cache path fails before the model loads
+    out = rundir.new_run_dir(cfg.output_dir, cfg.model or "model", cfg.tasks) if ranks.is_main else None
     try:
-        backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
+        with ranks.together():
+            backend = backend or make_backend(cfg.model, cfg.backend, cfg.model_args)  # type: ignore[arg-type]
     except BaseException:
-        out.rmdir()  # still empty: no run happened
+        if out:
+            out.rmdir()  # still empty: no run happened
         cache.close()
         raise
     ctx.judge = ModelClient(cfg.judge, cfg.judge_args, cache) if cfg.judge else None
     model_info = ModelInfo(name=backend.model_name, spec=cfg.model, fingerprint=backend.fingerprint, **backend.info())
+    # on every rank: each one builds the same requests
     cpu_defaults.apply(tasks, cfg.tasks, cfg.task_args, getattr(model_info, "device", None), cfg.cpu_max_tokens)
-    return _run(tasks, ctx, cfg, out, model_info,
-                lambda progress: lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label),
-                cleanup=cache.close, samples=samples, contamination=contamination)
+
+    def answer(progress: Any) -> Any:
+        one = lambda reqs, label: serve(reqs, backend, cache, backend.fingerprint, progress, label)  # noqa: E731
+        return one if not ranks.active else lambda reqs, label: ranks.serve(reqs, backend.fingerprint, cache, one, label)
+
+    if not ranks.is_main:  # the other ranks take part in every exchange and write nothing
+        with make_progress() as progress:
+            ranks.follow(list(tasks), lambda name: execute_task(name, tasks[name], ctx, answer(progress), samples[name]))
+        cache.close()
+        return None
+    return _run(tasks, ctx, cfg, out, model_info, answer, cleanup=cache.close, samples=samples,
+                contamination=contamination, world_size=ranks.world)  # type: ignore[arg-type]
 
 
 def _check_judge(tasks: dict[str, Task], cfg: RunConfig) -> None:
@@ -363,8 +382,9 @@ def score_outputs(cfg: RunConfig, outputs: str | None = None, run_dir: str | Non
 def _run(tasks: dict[str, Task], ctx: TaskContext, cfg: RunConfig, out: Path, model_info: ModelInfo,
          answer_factory: Any, stored: dict[str, list[SampleRecord]] | None = None, cleanup: Any = None,
          samples: dict[str, list[Sample]] | None = None, missing: dict[str, list[str]] | None = None,
-         contamination: dict[str, Any] | None = None) -> RunLog:
+         contamination: dict[str, Any] | None = None, world_size: int = 1) -> RunLog:
     config = asdict(cfg)
+    config["world_size"] = world_size  # processes that computed the answers (torchrun --nproc_per_node)
     config["data_dir"] = str(ctx.data_dir) if ctx.data_dir else None  # also when it came from EVALSUITE_DATA_DIR
     writer = rundir.RunWriter(out, RunResults(kind="eval", model=model_info, config=config,
                                               environment=runlog.environment(), created=runlog.now()))

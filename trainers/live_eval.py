@@ -107,8 +107,11 @@ def start_job(ckpt: Path, job: dict[str, Any]) -> subprocess.Popen[bytes]:
     log = (ckpt / "eval.log").open("wb")
     # cwd: the checkpoint, not the caller's. From a source checkout's root, `python -m evalsuite...`
     # would import ./evalsuite ahead of the installed package, which lacks evalsuite.trainers there.
+    # env: without torchrun's worker variables, so the scorer runs alone instead of waiting for ranks to join it
+    from evalsuite.distributed import single_process_env
+
     return subprocess.Popen([sys.executable, "-m", "evalsuite.trainers.live_eval", str(path)], stdout=log, stderr=log,
-                            cwd=str(ckpt))
+                            cwd=str(ckpt), env=single_process_env())
 
 
 def read_job(ckpt: Path) -> dict[str, Any] | None:
