@@ -3,7 +3,7 @@
 | kind      | entry-point group    | object                                   | used by                              |
 |-----------|----------------------|------------------------------------------|--------------------------------------|
 | tasks     | `evalsuite.tasks`    | `TaskFactory` -> `evalsuite.task.Task`   | `runner.build_tasks`                 |
-| backends  | `evalsuite.backends` | a class whose instances are `Backend`    | `runner.make_backend`                |
+| backends  | `evalsuite.backends` | a class whose instances are `Backend`    | `serving.make_backend`               |
 | scorers   | `evalsuite.scorers`  | `Scorer`                                 | `scorers.resolve` (e.g. format_check)|
 | judges    | `evalsuite.judges`   | `JudgeFactory` -> `Judge`                | judged tasks' `judge_kind=NAME`      |
 | reporters | `evalsuite.reporters`| `Reporter`                               | compare / gate report writers        |
