@@ -272,7 +272,9 @@ def _build_refusal_set() -> object:
 def test_refusal_demo_configs_parse_and_name_existing_data_and_tasks(xstest_data: Path) -> None:
     """Catches: a config key the trainer rejects, a dataset path that points nowhere (the refusal set must be
     the file build_refusal_set.py writes), an eval task that is not registered, and the two runs of the pair
-    drifting apart in anything but their data and name (then the comparison would not isolate the refusal set)."""
+    drifting apart in anything but their data and name (then the comparison would not isolate the refusal set),
+    and task arguments the trainer would refuse at its first checkpoint (e.g. for a task not in eval.tasks)."""
+    from evalsuite.taskargs import by_task
     from trainers.config import load
 
     build = _build_refusal_set()
@@ -281,8 +283,8 @@ def test_refusal_demo_configs_parse_and_name_existing_data_and_tasks(xstest_data
     for cfg in (base, mix):
         for ds in cfg.data.datasets:
             assert Path(ds.path).resolve() == built or Path(ds.path).is_file(), ds.path
-        for task in cfg.eval.tasks:
-            registry.get("tasks", task)
+        for task, args in by_task(cfg.eval.tasks, cfg.eval.task_args).items():  # as the trainer splits them
+            registry.get("tasks", task)(**args)
         assert "xstest" in cfg.eval.tasks and cfg.eval.limit and Path(str(cfg.eval.data_dir), "xstest").is_dir()
     assert [Path(d.path).resolve() for d in mix.data.datasets] == [Path(d.path).resolve() for d in base.data.datasets] + [built]
     a, b = base.model_dump(), mix.model_dump()
