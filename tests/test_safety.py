@@ -253,3 +253,57 @@ def test_records_do_not_need_a_model() -> None:
     assert s.values == {"over_refusal": 1.0, "over_refusal_incl_partial": 1.0}
     with pytest.raises(DataError):
         task.parse_outputs([{"id": "v2-1"}])
+
+
+# ---------------------------------------------------------------------------- the refusal training demo
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO = ("train_refusal_baseline.yaml", "train_refusal_mixture.yaml")
+
+
+def _build_refusal_set() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_refusal_set", EXAMPLES / "build_refusal_set.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_refusal_demo_configs_parse_and_name_existing_data_and_tasks(xstest_data: Path) -> None:
+    """Catches: a config key the trainer rejects, a dataset path that points nowhere (the refusal set must be
+    the file build_refusal_set.py writes), an eval task that is not registered, and the two runs of the pair
+    drifting apart in anything but their data and name (then the comparison would not isolate the refusal set),
+    and task arguments the trainer would refuse at its first checkpoint (e.g. for a task not in eval.tasks)."""
+    from evalsuite.taskargs import by_task
+    from trainers.config import load
+
+    build = _build_refusal_set()
+    built = Path(build.HERE.parent / "runs" / "data" / "strongreject_refusals.jsonl").resolve()  # type: ignore[attr-defined]
+    base, mix = (load(EXAMPLES / name) for name in DEMO)
+    for cfg in (base, mix):
+        for ds in cfg.data.datasets:
+            assert Path(ds.path).resolve() == built or Path(ds.path).is_file(), ds.path
+        for task, args in by_task(cfg.eval.tasks, cfg.eval.task_args).items():  # as the trainer splits them
+            registry.get("tasks", task)(**args)
+        assert "xstest" in cfg.eval.tasks and cfg.eval.limit and Path(str(cfg.eval.data_dir), "xstest").is_dir()
+    assert [Path(d.path).resolve() for d in mix.data.datasets] == [Path(d.path).resolve() for d in base.data.datasets] + [built]
+    a, b = base.model_dump(), mix.model_dump()
+    for d in (a, b):
+        d["run_name"] = d["data"]["datasets"] = None
+    assert a == b
+
+
+def test_refusal_set_holds_no_eval_prompt(xstest_data: Path) -> None:
+    """Catches the refusal set leaking what the demo evaluates: an XSTest prompt, or a strongreject_small
+    prompt (that task must stay a held-out check of a model trained on the set); and refusals that are
+    not the fixed, seeded list (the file must be the same on every machine)."""
+    rows = _build_refusal_set().build(xstest_data)  # type: ignore[attr-defined]
+    with (xstest_data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8", newline="") as f:
+        xs = {r["prompt"].strip().lower() for r in csv.DictReader(f)}
+    with (xstest_data / "strongreject" / "strongreject_small_dataset.csv").open(encoding="utf-8", newline="") as f:
+        small = {r["forbidden_prompt"].strip() for r in csv.DictReader(f)}
+    assert len(rows) == 313 - 60
+    assert not {r["instruction"].lower() for r in rows} & xs
+    assert not {r["instruction"] for r in rows} & small
+    assert rows == _build_refusal_set().build(xstest_data)  # type: ignore[attr-defined]
+    assert len({r["output"] for r in rows}) > 1 and all(r["output"] for r in rows)
