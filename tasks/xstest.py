@@ -34,6 +34,18 @@ from evalsuite.task import Task, TaskContext
 CLASSIFIERS = ("strmatch", "judge")
 
 
+ORDERS = ("stratified", "file")
+
+
+def round_robin(samples: Sequence[Sample], key: Any) -> list[Sample]:
+    """The samples with their groups in turn (first of each group, then second, ...): the CSV lists each prompt
+    type in one block (25 homonyms, then 25 contrasting ones, ...), so its first 50 rows hold one type only."""
+    groups: dict[Any, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(key(sample), []).append(sample)
+    return [g[i] for i in range(max((len(g) for g in groups.values()), default=0)) for g in groups.values() if i < len(g)]
+
+
 def check_classifier(task: str, classifier: str) -> None:
     if classifier not in CLASSIFIERS:
         raise UsageError(f"task '{task}': unknown classifier '{classifier}'; pass classifier=strmatch "
@@ -63,9 +75,12 @@ class XSTest(Task):
     }
 
     def __init__(self, classifier: str = "strmatch", max_tokens: int = 128, judge_template: str | None = None,
-                 judge_max_tokens: int = 256) -> None:
+                 judge_max_tokens: int = 256, order: str = "stratified") -> None:
         check_classifier(self.name, classifier)
-        self.classifier, self.max_tokens = classifier, max_tokens
+        if order not in ORDERS:
+            raise UsageError(f"task '{self.name}': unknown order '{order}'; pass order=stratified (prompt types in turn, "
+                             "so --limit covers every type) or order=file (the CSV's order)")
+        self.classifier, self.max_tokens, self.order = classifier, max_tokens, order
         self.judge_template, self.judge_max_tokens = judge_template, judge_max_tokens
         self._judge = RefusalJudge(template=judge_template, max_tokens=judge_max_tokens) if classifier == "judge" else None
         self._judge_info: dict[str, Any] | None = None
@@ -79,9 +94,10 @@ class XSTest(Task):
         rows = read_csv(ctx.data_path("xstest", "xstest_prompts.csv"))
         if rows and not {"id", "prompt", "type", "label"} <= set(rows[0]):
             raise DataError(f"xstest_prompts.csv needs columns id, prompt, type, label; got {sorted(rows[0])}")
-        return [Sample(id=f"v2-{r['id']}", input=r["prompt"], target=r["label"],
-                       metadata={"type": r["type"], "label": r["label"], "focus": r.get("focus"), "note": r.get("note")})
-                for r in rows]
+        samples = [Sample(id=f"v2-{r['id']}", input=r["prompt"], target=r["label"],
+                          metadata={"type": r["type"], "label": r["label"], "focus": r.get("focus"), "note": r.get("note")})
+                   for r in rows]
+        return samples if self.order == "file" else round_robin(samples, lambda s: s.metadata["type"])
 
     def requests(self, sample: Sample) -> list[Request]:
         return [GenerateRequest(chat(str(sample.input)), max_tokens=self.max_tokens)]
@@ -121,7 +137,7 @@ class XSTest(Task):
 
 
 def xstest(classifier: str = "strmatch", max_tokens: int = 128, judge_template: str | None = None,
-           judge_max_tokens: int = 256) -> XSTest:
+           judge_max_tokens: int = 256, order: str = "stratified") -> XSTest:
     """XSTest v2: over-refusal of 250 safe prompts, refusal of 200 unsafe ones (classifier=strmatch|judge)."""
     return XSTest(classifier=classifier, max_tokens=max_tokens, judge_template=judge_template,
-                  judge_max_tokens=judge_max_tokens)
+                  judge_max_tokens=judge_max_tokens, order=order)

@@ -26,6 +26,7 @@ from evalsuite.scorers.refusal import (
 )
 from evalsuite.task import TaskContext
 from evalsuite.tasks.strongreject import parse_rubric, strongreject_score
+from evalsuite.tasks.xstest import xstest
 from tests.conftest import SHARED_DATA
 from tests.judge_server import JudgeServer, judge_server  # noqa: F401 - fixture
 
@@ -147,7 +148,7 @@ def test_xstest_with_a_judge_counts_judge_errors(xstest_data: Path, judge_server
     judge_server.verdict = lambda prompt: next(verdicts)
     judge_server.judge_args()
     cfg = RunConfig(tasks=["xstest"], data_dir=str(xstest_data), output_dir=str(tmp_path), use_cache=False, limit=8,
-                    task_args={"classifier": "judge"}, judge="openai:judge", judge_args=judge_server.judge_args(),
+                    task_args={"classifier": "judge", "order": "file"}, judge="openai:judge", judge_args=judge_server.judge_args(),
                     max_judge_errors=1.0)  # the garbage verdicts are the point here: keep the run
     res = _results(score_outputs(cfg, outputs=str(GPT4)), "xstest")
     m = res["metrics"]  # the first 8 prompts are safe; judged with max_concurrency 1, in order
@@ -176,6 +177,23 @@ def test_bad_input_is_one_line_exit_2(xstest_data: Path, tmp_path: Path, capsys:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert phrase in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_limit_covers_every_prompt_type_unless_file_order(xstest_data: Path) -> None:
+    """The CSV lists each type in one block, so its first 50 rows are 25 homonyms and their 25 contrasts. Catches
+    a default order under which `--limit 50` measures one prompt type of 20, and order=file not keeping the CSV."""
+    from evalsuite.runner import load_samples
+    from evalsuite.task import TaskContext
+
+    ctx = TaskContext.from_env(str(xstest_data), limit=50)
+    types = lambda order: [s.metadata["type"] for s in load_samples("xstest", xstest(order=order), ctx)]  # noqa: E731
+    everything = {s.metadata["type"] for s in xstest(order="file").load(ctx)}
+    assert set(types("stratified")) == everything and len(everything) >= 18
+    assert set(types("file")) == {"homonyms", "contrast_homonyms"}
+    full = xstest().load(ctx)
+    assert len(full) == 450 and len({s.id for s in full}) == 450, "a reordering, no sample lost or doubled"
+    with pytest.raises(UsageError, match="order=stratified"):
+        xstest(order="random")
 
 
 def test_plugins_are_registered_by_entry_point() -> None:
