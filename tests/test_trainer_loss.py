@@ -37,42 +37,48 @@ def _grads(model) -> dict:
 
 
 @pytest.mark.slow
-def test_chunked_loss_and_lora_grads_equal_full_logits_on_a_real_batch(smollm2_dir: Path, shared_data: Path) -> None:
+@pytest.mark.timeout(1800)  # three passes of the real model: minutes on a loaded 2-core machine
+def test_chunked_loss_and_lora_grads_equal_full_logits_on_a_real_batch(smollm2_dir: Path, shared_data: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Catches: a chunked head that drops or double-counts a chunk, misses a target, or returns a wrong gradient
-    (softmax minus one-hot) for the hidden states: SmolLM2-135M with LoRA on every linear layer, a real packed batch
-    (several chunks of the 49k vocabulary head)."""
+    (softmax minus one-hot) for the hidden states: SmolLM2-135M with LoRA on every linear layer, a real packed
+    2 x 256 micro-batch, the 49k vocabulary head in chunks of 64 tokens."""
     import torch
+    import torch.nn.functional as F
+    from evalsuite.trainers import loss
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    real = loss.chunked_cross_entropy
+    monkeypatch.setattr(loss, "chunked_cross_entropy", lambda *a: real(*a, chunk_elems=64 * a[1].size(0)))
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                             task_type="CAUSAL_LM", init_lora_weights=False))  # non-zero B: real grads
-    t = _real_batch(tok, shared_data, rows=4)
-    n_targets = int((t["targets"] != packing.IGNORE).sum())
-    assert n_targets > (1 << 23) // len(tok)  # more than one chunk of the default size
+    t = _real_batch(tok, shared_data)
+    keep = t["targets"] != packing.IGNORE
+    assert int(keep.sum()) > 64  # several chunks
 
     ref = _plain_loss(model, t)
     ref.backward()
     want = _grads(model)
     model.zero_grad(set_to_none=True)
+    seen = []
+    hook = model.get_decoder().norm.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
     got = token_loss_sum(model, t, "cpu")
+    hook.remove()
     got.backward()
     have = _grads(model)
 
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
-    with torch.no_grad():  # and closer to exact than the plain fp32 reduction (measured: 4e-5 vs 4.5e-3 off)
-        keep = t["targets"] != packing.IGNORE
-        hidden = model.get_decoder()(input_ids=t["input_ids"], position_ids=t["position_ids"],
-                                    use_cache=False).last_hidden_state[keep]
-        exact = torch.nn.functional.cross_entropy(hidden.double() @ model.get_output_embeddings().weight.double().T,
-                                                  t["targets"][keep], reduction="sum").item()
+    # and closer to exact than the plain fp32 head (measured on a 4 x 256 batch: 4e-5 vs 4.5e-3 off)
+    exact = F.cross_entropy(seen[0][keep].double() @ model.get_output_embeddings().weight.double().T,
+                            t["targets"][keep], reduction="sum").item()
     assert abs(got.item() - exact) <= 1e-6 * abs(exact)
     assert want.keys() == have.keys() and len(want) > 100  # every LoRA matrix, nothing else
-    for name, g in want.items():
-        assert torch.allclose(have[name], g, rtol=1e-3, atol=1e-5 * g.abs().max().item()), name
+    for name, g in want.items():  # relative to the tensor's norm: 30 layers of fp32 backward blur single elements
+        assert (have[name] - g).norm() <= 1e-3 * g.norm(), name
 
 
 @pytest.mark.parametrize("chunk_elems", [1 << 23, 3 * 49152])
