@@ -6,7 +6,8 @@ schedule, steps and gradient checkpointing (TRL's SFTConfig turns it on by defau
 get `--grad-ckpt`, off by default as in `evalsuite train`). Each trainer runs in its own process (peak RSS is per process) with the same
 torch thread count (`--threads`, default 1), one after the other, or side by side with `--parallel`
 (on a CPU shared with other work, both sides then see the same load). tokens/s counts
-real (non-padding) tokens trained per second of the training loop (model loading excluded). Both
+real (non-padding) tokens trained per second of the training loop (model loading excluded), and per
+CPU-second of the trainer process (less swayed by other work on a shared machine). Both
 adapters are validated by the same function: mean cross-entropy over assistant tokens.
 `--device cuda` trains both on the GPU with the same precision: bf16 autocast where the GPU supports
 it (evalsuite's `precision: auto`; TRL's `bf16=True`), and adds each trainer's peak CUDA memory.
@@ -79,10 +80,10 @@ def run_evalsuite(model_dir: str, data_dir: Path, steps: int, tmp: Path, grad_ck
     run.mkdir()
     r = recipe.Recipe(cfg, run)
     r.setup()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r.train()
-    wall = time.perf_counter() - t0
-    return {"tokens": r.tokens_seen, "wall_s": wall, "val_loss": _val_loss(r.model, r.tokenizer, val)}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"tokens": r.tokens_seen, "wall_s": wall, "cpu_s": cpu, "val_loss": _val_loss(r.model, r.tokenizer, val)}
 
 
 def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool, grad_ckpt: bool, device: str) -> dict:
@@ -107,10 +108,11 @@ def run_trl(model_dir: str, data_dir: Path, steps: int, tmp: Path, packing: bool
                       task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tok,
                          peft_config=lora)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    wall = time.perf_counter() - t0
-    return {"tokens": int(trainer.state.num_input_tokens_seen), "wall_s": wall, "val_loss": _val_loss(trainer.model, tok, val)}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"tokens": int(trainer.state.num_input_tokens_seen), "wall_s": wall, "cpu_s": cpu,
+            "val_loss": _val_loss(trainer.model, tok, val)}
 
 
 def worker(which: str, steps: int, data_dir: Path, out: Path, threads: int, grad_ckpt: bool, device: str) -> None:
@@ -167,16 +169,18 @@ def main() -> None:
     print(f"\ndevice: {device_label(a.device)}, threads per trainer: {a.threads}, "
           f"{'side by side' if a.parallel else 'one after the other'}, steps: {a.steps}, "
           f"gradient checkpointing: {'on' if a.grad_ckpt else 'off'} (both)")
-    print(f"{'trainer':<12} {'tokens':>8} {'wall s':>8} {'tok/s':>8} {'peak RSS GB':>12} {'val loss':>9}"
+    print(f"{'trainer':<12} {'tokens':>8} {'wall s':>8} {'tok/s':>8} {'tok/CPU-s':>10} {'peak RSS GB':>12} {'val loss':>9}"
           + (f" {'peak CUDA GB':>13}" if a.device == "cuda" else ""))
     for name, r in results.items():
         r["tok_s"] = r["tokens"] / r["wall_s"]
+        r["tok_cpu_s"] = r["tokens"] / r["cpu_s"]  # per CPU-second of the process: less swayed by a shared machine
         cuda = f" {r['peak_cuda_gb']:>13.2f}" if "peak_cuda_gb" in r else ""
-        print(f"{name:<12} {r['tokens']:>8} {r['wall_s']:>8.1f} {r['tok_s']:>8.1f} {r['peak_rss_gb']:>12.2f} {r['val_loss']:>9.4f}{cuda}")
+        print(f"{name:<12} {r['tokens']:>8} {r['wall_s']:>8.1f} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>10.1f} "
+              f"{r['peak_rss_gb']:>12.2f} {r['val_loss']:>9.4f}{cuda}")
     for peer in ("trl", "trl-packing"):
         if "evalsuite" in results and peer in results:
             e, t = results["evalsuite"], results[peer]
-            print(f"evalsuite / {peer} tokens/s: {e['tok_s'] / t['tok_s']:.2f}x   peak RSS ratio "
+            print(f"evalsuite / {peer} tokens/s: {e['tok_s'] / t['tok_s']:.2f}x (per CPU-s {e['tok_cpu_s'] / t['tok_cpu_s']:.2f}x)   peak RSS ratio "
                   f"{e['peak_rss_gb'] / t['peak_rss_gb']:.2f}   val loss {e['val_loss']:.4f} vs {t['val_loss']:.4f}")
     print(json.dumps(results, indent=1))
 
