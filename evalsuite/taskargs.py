@@ -72,6 +72,10 @@ def parse(task_args: str | None, per_task: Sequence[str], tasks: Sequence[str]) 
 def by_task(names: Sequence[str], task_args: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """`{task: {key: value}}`; a flat `{key: value}` (the older form) only when one task runs."""
     task_args = dict(task_args or {})
+    strays = sorted(k for k, v in task_args.items() if k not in names and isinstance(v, dict))
+    if strays:  # arguments keyed by a task that does not run (a typo, or a task left out of the run)
+        raise UsageError(f"task arguments for {', '.join(strays)}: not among this run's tasks ({', '.join(names)}); "
+                         "add the task to the run or drop its arguments")
     nested = {k: v for k, v in task_args.items() if k in names and isinstance(v, dict)}
     flat = {k: v for k, v in task_args.items() if k not in nested}
     if flat and nested:

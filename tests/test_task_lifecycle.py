@@ -139,3 +139,13 @@ def test_gsm8k_majority_vote_run_on_a_real_model(tiny_model_dir: Path, tmp_path:
     for rec in run.records:
         assert len(rec.outputs[0].texts) == 3 and rec.requests[0].n == 3 and rec.requests[0].seed == 5
         assert sum(rec.score.answer["votes_flexible"].values()) == 3
+
+
+def test_arguments_for_a_task_that_does_not_run_name_it() -> None:
+    """A training config's `eval.task_args` for a task left out of `eval.tasks`: the message names that task.
+
+    Catches the misleading "mix per-task entries with bare keys" message that this case gave."""
+    from evalsuite.taskargs import by_task
+
+    with pytest.raises(UsageError, match=r"task arguments for mmlu: not among this run's tasks \(xstest\)"):
+        by_task(["xstest"], {"xstest": {"max_tokens": 24}, "mmlu": {"num_fewshot": 0}})
