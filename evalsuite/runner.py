@@ -19,7 +19,7 @@ from evalsuite import registry, rundir, runlog
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache, NullCache
 from evalsuite.errors import DataError, EvalsuiteError, JudgeHealthError, UsageError
-from evalsuite.progress import console, make_progress, score_table
+from evalsuite.progress import TokenMeter, console, make_progress, score_table
 from evalsuite.records import GenerateRequest, Output, Request, Sample, SampleRecord, finish_reasons, request_key
 from evalsuite.rundir import RunLog
 from evalsuite.runlog import ModelInfo, RunResults, TaskResult
@@ -194,7 +194,9 @@ def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: 
             tokens[0] += out.tokens_in + out.tokens_out
             progress.update(bar, advance=1, tokens=tokens[0])
 
-        getattr(backend, kind)([misses[k] for k in batch_keys], done)
+        batch = [misses[k] for k in batch_keys]
+        # generations also get a token bar, fed mid-batch by backends that call `done.on_tokens(n)`
+        getattr(backend, kind)(batch, TokenMeter(progress, label, batch).wrap(done) if kind == "generate" else done)
     cache.flush()
     progress.update(bar, total=max(1, unique), completed=max(1, unique))
     lost = [k for k in misses if k not in found]
