@@ -15,6 +15,25 @@ from evalsuite.task import TaskContext
 SHARED = "The following are questions about numbers and words, with answers.\n\n" + "Q: one plus one? A: two\n\n" * 6
 
 
+@pytest.fixture(scope="module")
+def chaotic_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A random 2-layer Llama with large weights: unlike the conftest's tiny model (which answers
+    "::::" to anything), its text changes with every token of the context, so a wrong layout shows."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+                         initializer_range=0.3)
+    out = tmp_path_factory.mktemp("chaotic-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def _generate(backend: HFBackend, requests: list[GenerateRequest]) -> list[Output]:
     got: dict[int, Output] = {}
     backend.generate(requests, lambda i, o: got.__setitem__(i, o))
@@ -49,12 +68,13 @@ def test_prefix_reuse_is_validated_before_loading() -> None:
         HFBackend.check_options("smollm2-135m", prefix_reuse="nope")
 
 
-def test_reuse_gives_the_same_tokens_greedy_and_sampled(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reuse_gives_the_same_tokens_greedy_and_sampled(chaotic_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Greedy batches with uneven suffixes, seeded samples with n=3, and chat prompts: equal with reuse on and off.
 
     Catches a wrong layout (padding before the prefix, a position shift), a cache not expanded to
-    the batch or to n samples, and a prefix that swallows a prompt's last token."""
-    backend = HFBackend(str(tiny_model_dir), max_batch_tokens=512)
+    the batch or to n samples, and a prefix that swallows a prompt's last token. float64, so that
+    the two ways of computing the same numbers cannot split a near tie."""
+    backend = HFBackend(str(chaotic_model_dir), max_batch_tokens=512, dtype="float64")
     requests = [
         *(GenerateRequest(SHARED + f"Q: {q}? A:", max_tokens=12, stop=("\n\n",)) for q in
           ("two plus two", "three times three and then a much longer question about ten", "ten")),
@@ -69,6 +89,7 @@ def test_reuse_gives_the_same_tokens_greedy_and_sampled(tiny_model_dir: Path, mo
     assert len(seen) == 3, "prefix_reuse=False computes no prefix"
     assert [o.texts for o in on] == [o.texts for o in off]
     assert [o.tokens_out for o in on] == [o.tokens_out for o in off]
+    assert len({o.text for o in on[:3]}) == 3, "the model's text depends on the prompt"
     assert len({t for o in on[3:5] for t in o.texts}) > 1, "sampling really sampled"
 
 
