@@ -5,8 +5,9 @@ GSM8K's 5-shot prompts share ~800 tokens and chat prompts share their system pro
 longest common token prefix; its KV cache is computed once, and each batch continues from a copy of
 it. The rows are laid out as `prefix + left padding + own suffix` with the padding masked, so every
 token keeps the position it has in a plain left-padded batch (transformers derives positions from
-the attention mask) and the outputs are the same. Batches are cut by suffix + max_tokens, so more
-prompts share a batch than a full-length budget allows.
+the attention mask) and the outputs are the same. Batches are cut as without reuse, by the whole
+prompt + max_tokens: every row still holds the whole prompt's KV, and on CPU a wider batch was
+measured slower per prompt (its decoding steps copy that KV, and finished rows wait for the longest).
 
 Progress: if the `done` callback has an `on_tokens(n)` attribute, it is called after every
 decoding step with the number of tokens the batch produced in that step (rows already finished do
@@ -68,7 +69,6 @@ def generate(backend: HFBackend, requests: Sequence[GenerateRequest], done: Done
         if backend.prefix_reuse:
             length = shared_prefix_length([encoded[i] for i in order], backend.min_shared_prefix)
             prefix = prefix_cache(backend, encoded[order[0]][:length]) if length else None
-        skip = prefix.length if prefix else 0
         # seeded sampling runs one prompt at a time so its samples do not depend on the batch
         batches = (
             [[i] for i in order]
