@@ -10,7 +10,7 @@ from evalsuite import registry
 from evalsuite.backends import Backend, check_backend_options
 from evalsuite.cache import CallCache
 from evalsuite.errors import UsageError
-from evalsuite.progress import console, make_progress
+from evalsuite.progress import TokenMeter, console, make_progress
 from evalsuite.records import Output, Request, request_key
 
 
@@ -88,7 +88,9 @@ def serve(requests: list[Request], backend: Any, cache: CallCache, fingerprint: 
             tokens[0] += out.tokens_in + out.tokens_out
             progress.update(bar, advance=1, tokens=tokens[0])
 
-        getattr(backend, kind)([misses[k] for k in batch_keys], done)
+        batch = [misses[k] for k in batch_keys]
+        # generations also get a token bar, fed mid-batch by backends that call `done.on_tokens(n)`
+        getattr(backend, kind)(batch, TokenMeter(progress, label, batch).wrap(done) if kind == "generate" else done)
     cache.flush()
     progress.update(bar, total=max(1, unique), completed=max(1, unique))
     lost = [k for k in misses if k not in found]

@@ -6,7 +6,8 @@ Two things make it faster than a plain batched forward, and both are exact:
 - requests whose inputs share a long token prefix (the 5-shot exemplars of a subject) form a
   cluster: the prefix's KV cache is computed once and each batch of suffixes continues from a
   copy of it. Only the suffix tokens (and only the logits that are read) are computed per row.
-Log-likelihood semantics are lm-eval's (`_encode_pair`), so the numbers match it.
+Log-likelihood semantics are lm-eval's (`_encode_pair`), so the numbers match it. Generation
+(`hf_generate`) computes the shared prompt prefix once too (`prefix_reuse`, on by default).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalsuite.backends import Done, check_bool, check_choice, check_int, identity
-from evalsuite.backends import cpu_threads
+from evalsuite.backends import cpu_threads, hf_generate
 from evalsuite.backends import models as model_store
 from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
@@ -44,13 +45,14 @@ class HFBackend(LocalTokenization):
         add_bos_token: bool | None = None,
         prefix_sharing: bool = True,
         min_shared_prefix: int = 32,
+        prefix_reuse: bool = True,
         chat_template: str | None = None,
         trust_remote_code: bool = False,
         num_threads: int | str | None = "auto",
     ) -> None:
         self.check_options(model, dtype=dtype, device=device, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                            max_length=max_length, add_bos_token=add_bos_token, prefix_sharing=prefix_sharing,
-                           min_shared_prefix=min_shared_prefix, chat_template=chat_template,
+                           min_shared_prefix=min_shared_prefix, prefix_reuse=prefix_reuse, chat_template=chat_template,
                            trust_remote_code=trust_remote_code, num_threads=num_threads)
         import torch
 
@@ -75,13 +77,13 @@ class HFBackend(LocalTokenization):
             loaded = PeftModel.from_pretrained(loaded, resolved.adapter)
         loaded.to(device).eval()
         self._setup(loaded, tokenizer, resolved, "hf", chat_template, add_bos_token, batch_size, max_batch_tokens,
-                    max_length, prefix_sharing, min_shared_prefix)
+                    max_length, prefix_sharing, min_shared_prefix, prefix_reuse)
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, resolved: model_store.ResolvedModel, *, engine: str = "hf-live",
                     chat_template: str | None = None, add_bos_token: bool | None = None, batch_size: int | str = "auto",
                     max_batch_tokens: int | None = None, max_length: int | None = None, prefix_sharing: bool = True,
-                    min_shared_prefix: int = 32) -> HFBackend:
+                    min_shared_prefix: int = 32, prefix_reuse: bool = True) -> HFBackend:
         """The HF backend around a model already in memory (the trainer's), used as it is.
 
         Its dtype and device are the model's. `engine` is part of the cache identity: the default
@@ -91,15 +93,16 @@ class HFBackend(LocalTokenization):
         """
         cls._check_serving_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, max_length=max_length,
                                    add_bos_token=add_bos_token, prefix_sharing=prefix_sharing,
-                                   min_shared_prefix=min_shared_prefix)
+                                   min_shared_prefix=min_shared_prefix, prefix_reuse=prefix_reuse)
         self = cls.__new__(cls)
         self._setup(model, tokenizer, resolved, engine, chat_template, add_bos_token, batch_size, max_batch_tokens,
-                    max_length, prefix_sharing, min_shared_prefix)
+                    max_length, prefix_sharing, min_shared_prefix, prefix_reuse)
         return self
 
     def _setup(self, model: Any, tokenizer: Any, resolved: model_store.ResolvedModel, engine: str,
                chat_template: str | None, add_bos_token: bool | None, batch_size: int | str,
-               max_batch_tokens: int | None, max_length: int | None, prefix_sharing: bool, min_shared_prefix: int) -> None:
+               max_batch_tokens: int | None, max_length: int | None, prefix_sharing: bool, min_shared_prefix: int,
+               prefix_reuse: bool = True) -> None:
         """Every field the backend serves with, for a model loaded here or handed in."""
         import torch
 
@@ -119,6 +122,7 @@ class HFBackend(LocalTokenization):
         self.max_batch_tokens = max_batch_tokens or (16384 if self.device.startswith("cuda") else 2048)
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
+        self.prefix_reuse = prefix_reuse  # generation: the shared prompt prefix's KV is computed once
         self.model_name = resolved.name
         quantization = getattr(model.config, "quantization_config", None)
         self.fingerprint = identity.fingerprint(
@@ -145,7 +149,7 @@ class HFBackend(LocalTokenization):
     @staticmethod
     def _check_serving_options(batch_size: Any = "auto", max_batch_tokens: Any = None, max_length: Any = None,
                                add_bos_token: Any = None, prefix_sharing: Any = True, min_shared_prefix: Any = 32,
-                               **unknown: Any) -> None:
+                               prefix_reuse: Any = True, **unknown: Any) -> None:
         if unknown:
             raise UsageError(f"unknown --model-args {sorted(unknown)} for backend 'hf'")
         check_int("batch_size", batch_size, allow_none=False, auto=True)
@@ -154,6 +158,7 @@ class HFBackend(LocalTokenization):
         check_int("min_shared_prefix", min_shared_prefix, allow_none=False)
         check_bool("add_bos_token", add_bos_token)
         check_bool("prefix_sharing", prefix_sharing, allow_none=False)
+        check_bool("prefix_reuse", prefix_reuse, allow_none=False)
 
     # ---------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
@@ -169,6 +174,7 @@ class HFBackend(LocalTokenization):
             "add_bos_token": self.add_bos_token,
             "chat_template": self.tokenizer.chat_template,
             "prefix_sharing": self.prefix_sharing,
+            "prefix_reuse": self.prefix_reuse,
         }
 
     def close(self) -> None:
@@ -280,85 +286,12 @@ class HFBackend(LocalTokenization):
 
     # ---------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenerateRequest], done: Done) -> None:
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            sampled = r.temperature > 0
-            stop = self._stops(r)
-            key = (r.max_tokens, stop, r.temperature, r.top_p, r.n if sampled else 1, r.seed if sampled else None)
-            groups.setdefault(key, []).append(i)
-        for (max_tokens, stop, temperature, top_p, n, seed), idxs in groups.items():
-            texts = {i: self.render(requests[i].prompt) for i in idxs}
-            encoded = {i: self._encode(texts[i])[-(self.max_length - max_tokens) :] for i in idxs}
-            order = sorted(idxs, key=lambda i: -len(encoded[i]))
-            # seeded sampling runs one prompt at a time so its samples do not depend on the batch
-            batches = [[i] for i in order] if temperature > 0 else self._batches(order, lambda i: len(encoded[i]) + max_tokens)
-            for batch in batches:
-                if seed is not None:
-                    self._torch.manual_seed(seed)
-                t0 = time.perf_counter()
-                outs = self._generate_batch([encoded[i] for i in batch], max_tokens, stop, temperature, top_p, n)
-                latency = (time.perf_counter() - t0) / len(batch)
-                for i, (gen_texts, n_out) in zip(batch, outs):
-                    if temperature == 0 and requests[i].n > 1:
-                        gen_texts = gen_texts * requests[i].n  # greedy: every sample is the same
-                    extra = {"prompt_text": texts[i]} if not isinstance(requests[i].prompt, str) else {}
-                    done(i, Output(texts=gen_texts, tokens_in=len(encoded[i]), tokens_out=n_out, latency_s=latency, extra=extra))
+        hf_generate.generate(self, requests, done)
 
-    def _generate_batch(
-        self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...], temperature: float, top_p: float, n: int
-    ) -> list[tuple[list[str], int]]:
-        torch = self._torch
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_tokens,
-                num_return_sequences=n,
-                stopping_criteria=self._stop_criteria(stop, width),
-                pad_token_id=pad,
-                top_k=None,
-                **sampling,
-            )
-        results = []
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        for b in range(len(prompts)):
-            texts, n_tokens = [], 0
-            for k in range(n):
-                new = out[b * n + k, width:].tolist()
-                cut = next((j for j, t in enumerate(new) if t in eos_ids or t == pad), len(new))
-                text = identity.cut_at_stop(self.tokenizer.decode(new[:cut], skip_special_tokens=True), stop)
-                texts.append(text)
-                n_tokens += cut
-            results.append((texts, n_tokens))
-        return results
-
-
-    def _stop_criteria(self, stop: tuple[str, ...], prompt_width: int) -> Any:
-        """Stop a row once a stop string appears in its *generated* text.
-
-        Written by hand because transformers' `stop_strings` also matches across the prompt
-        boundary (a prompt ending in "11" stops "1" at once); like lm-eval, we decode only the
-        tail of the new tokens.
-        """
-        if not stop:
-            return None
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        torch, tok = self._torch, self.tokenizer
-        lookback = max(len(tok(s, add_special_tokens=False)["input_ids"]) for s in stop) + 2
-
-        class StopOnStrings(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                tails = tok.batch_decode(input_ids[:, prompt_width:][:, -lookback:])
-                return torch.tensor([any(s in t for s in stop) for t in tails], device=input_ids.device)
-
-        return StoppingCriteriaList([StopOnStrings()])
+    def _generate_batch(self, prompts: list[list[int]], max_tokens: int, stop: tuple[str, ...], temperature: float,
+                        top_p: float, n: int, prefix: hf_generate.SharedPrefix | None = None,
+                        on_tokens: Any = None) -> list[tuple[list[str], int]]:
+        return hf_generate.generate_batch(self, prompts, max_tokens, stop, temperature, top_p, n, prefix, on_tokens)
 
 
 def _common_prefix(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
