@@ -155,6 +155,9 @@ def score_table(results: RunResults, title: str) -> Table:
             table.add_row(task_name, metric + arrow, _fmt(m.value), _fmt(m.stderr), str(m.n))
         if task.errors:
             table.add_row(task_name, "[red]errors[/red]", str(task.errors), "", "")
+        if task.config.get("max_tokens_task_default") is not None:  # evalsuite.cpu_defaults shortened it
+            table.add_row(task_name, "[yellow]max_tokens (CPU cap)[/yellow]", str(task.config.get("max_tokens")),
+                          f"task's own {task.config['max_tokens_task_default']}", "")
         if task.truncated:
             table.add_row(task_name, "[yellow]cut off at max_tokens[/yellow]", f"{task.truncated}/{task.generations}", "", "")
         if task.missing:

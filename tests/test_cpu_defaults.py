@@ -55,6 +55,8 @@ def test_run_says_and_records_the_cap(tmp_path: Path, shared_data: Path, tiny_mo
                      "--cpu-max-tokens", "4", "--data-dir", str(shared_data), "--output-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "ifeval: max_tokens 1280 -> 4 on the CPU" in proc.stderr
+    assert any("max_tokens (CPU cap)" in line and "task's own 1280" in line for line in proc.stderr.splitlines()), \
+        "the score table names the cap"
     (run,) = tmp_path.iterdir()
     config = json.loads((run / "results.json").read_text())["tasks"]["ifeval"]["config"]
     assert (config["max_tokens"], config[CAPPED_FROM]) == (4, 1280)
