@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from evalsuite.backends.vllm import VLLMBackend
     from evalsuite.runlog import RunResults
 
-IN_PROCESS_ARGS = ("batch_size", "max_batch_tokens", "max_length", "prefix_sharing", "min_shared_prefix")
+IN_PROCESS_ARGS = ("batch_size", "max_batch_tokens", "max_length", "prefix_sharing", "min_shared_prefix", "prefix_reuse")
 
 
 def LiveHFBackend(model: Any, tokenizer: Any, base: model_store.ResolvedModel, ckpt: Path, chat_template: str,  # noqa: N802
