@@ -132,7 +132,7 @@ class Ranks:
             if not self.is_main:
                 raise Follower(str(exc)) from exc
             raise RankLost(f"another rank stopped during an exchange (killed or out of memory? its own log "
-                                 f"says why): {str(exc).splitlines()[0]}") from exc
+                                 f"says why): {(str(exc).splitlines() or [type(exc).__name__])[0]}") from exc
 
     def _raise_first(self, statuses: Sequence[tuple[str, int] | None], own: BaseException | None) -> None:
         """Stop every rank when one failed: rank 0 raises (its own error first), the others `Follower`."""
@@ -176,10 +176,11 @@ class Ranks:
             hits = cache.get_many(unique)
             for out in hits.values():
                 out.extra["cached"] = True
-        todo: list[str] = self._from_main([k for k in unique if k not in hits] if self.is_main else None)
-        mine = [k for kind in KINDS for k in self.shard([k for k in todo if by_key[k].kind == kind])]
-        status, own, computed = None, None, {}
-        try:
+        # the cached answers go to every rank too: the next round of a multi-turn task is built from them
+        todo, hits = self._from_main(([k for k in unique if k not in hits], hits) if self.is_main else None)
+        status, own, computed, mine = None, None, {}, []
+        try:  # a rank that built other requests than rank 0 (a bug) fails here and is reported once
+            mine = [k for kind in KINDS for k in self.shard([k for k in todo if by_key[k].kind == kind])]
             shown = f"{label} (rank {self.rank} of {self.world}: {len(mine)} of {len(todo)} to compute, {len(hits)} cached)"
             outs = answer([by_key[k] for k in mine], shown)
             computed = dict(zip(mine, outs))

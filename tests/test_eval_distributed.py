@@ -107,6 +107,17 @@ def test_multi_turn_rounds_are_sharded_and_gathered(tmp_path: Path, shared_data:
     assert [len(x[2]) for x in b] == [2, 2, 2], "both turns of every question"
     assert b == a
     assert judge_server.answered == 2 * 3 * 2, "3 questions x 2 turns judged once per run, by rank 0 alone"
+    # the same command again on the same cache: every answer is cached, and rank 1 must still build turn 2
+    # from them (catches cached answers read on rank 0 only: rank 1 then drops the samples and the ranks part)
+    again = tmp_path / "again"
+    proc = subprocess.run([*_torchrun("-m", "evalsuite.cli"), "run", *args, "--cache-path", str(tmp_path / "two" / "c.sqlite"),
+                           "--output-dir", str(again / "runs")], capture_output=True, text=True, timeout=700,
+                          env=_env(shared_data))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    strip_cached = lambda rows: [(*r[:2], [{k: v for k, v in o.items() if k != "extra"} for o in r[2]], *r[3:])  # noqa: E731
+                                 for r in rows]
+    assert strip_cached(_outputs(_only_run(again))) == strip_cached(a)
+    assert judge_server.answered == 2 * 3 * 2, "nothing asked again"
 
 
 FAULTY = """

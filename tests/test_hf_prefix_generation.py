@@ -110,7 +110,7 @@ def test_on_tokens_counts_each_step(tiny_model_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_real_gsm8k_5shot_greedy_is_identical(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """20 GSM8K 5-shot prompts on SmolLM2-135M: the same greedy text with the ~700-token prefix reused or not.
+    """20 GSM8K 5-shot prompts on SmolLM2-135M: the same greedy text with the 687-token prefix reused or not.
 
     64 new tokens each (the task's 256 would take minutes per side on the CPU; a layout bug shows in the
     first tokens: benchmarks/bench_hf_vs_lmeval.py compares the full 256)."""

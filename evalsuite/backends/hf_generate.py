@@ -1,11 +1,11 @@
 """Generation for the HF backend, with the prompts' shared prefix computed once.
 
-GSM8K's 5-shot prompts share ~800 tokens and chat prompts share their system prompt. With
+GSM8K's first 20 5-shot prompts share 687 tokens (measured) and chat prompts share their system prompt. With
 `prefix_reuse` on (the default), a group of prompts with the same sampling settings finds its
 longest common token prefix; its KV cache is computed once, and each batch continues from a copy of
 it. The rows are laid out as `prefix + left padding + own suffix` with the padding masked, so every
 token keeps the position it has in a plain left-padded batch (transformers derives positions from
-the attention mask) and the outputs are the same. Batches are cut as without reuse, by the whole
+the attention mask) and the outputs are the same (in float32, on 20/20 GSM8K prompts; in bf16 a near tie can flip). Batches are cut as without reuse, by the whole
 prompt + max_tokens: every row still holds the whole prompt's KV, and on CPU a wider batch was
 measured slower per prompt (its decoding steps copy that KV, and finished rows wait for the longest).
 
@@ -121,7 +121,8 @@ def generate_batch(
     ids = torch.tensor(rows, device=backend.device)
     mask = torch.tensor(masks, device=backend.device)
     eos = backend.model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) | {backend.tokenizer.eos_token_id}
+    # a model whose generation config names no end-of-sequence id: None is not a token
+    eos_ids = {t for t in set(eos if isinstance(eos, list) else [eos]) | {backend.tokenizer.eos_token_id} if t is not None}
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
     prompt_width = p + width
     with torch.inference_mode():
@@ -173,7 +174,7 @@ def stop_criteria(backend: HFBackend, stop: tuple[str, ...], prompt_width: int,
 
         criteria.append(StopOnStrings())
     if on_tokens is not None:
-        ended_ids = torch.tensor(sorted(ended or ()), device=backend.device)
+        ended_ids = torch.tensor(sorted(t for t in (ended or ()) if t is not None), device=backend.device)
 
         class CountTokens(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
