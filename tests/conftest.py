@@ -135,3 +135,22 @@ def write_mmlu(root: Path, subjects: tuple[str, ...] = ("anatomy", "astronomy"),
             lines += [f'"{subject} {split} question {i}?",w{i},x{i},y{i},"z, {i}",{i % 4}' for i in range(n)]
             (folder / f"{subject}_{split}.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def chaotic_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A random 2-layer Llama with large weights: unlike the conftest's tiny model (which answers
+    "::::" to anything), its text changes with every token of the context, so a wrong layout shows."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+                         initializer_range=0.3)
+    out = tmp_path_factory.mktemp("chaotic-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
