@@ -133,13 +133,13 @@ def _chunked_ce_class() -> Any:
         def backward(ctx: Any, grad: Any) -> Any:
             g_h, g_w, g_b = ctx.saved_tensors
             w_dtype, b_dtype = ctx.dtypes
-            # in place: these buffers exist only for this backward
+            # in place: these buffers exist only for this backward, so the graph supports one backward pass
+            # (the trainer's); `retain_graph=True` and a second backward would scale them twice
             return (None if g_h is None else g_h.mul_(grad.to(g_h.dtype)),
                     None if g_w is None else g_w.mul_(grad).to(w_dtype),
                     None if g_b is None else g_b.mul_(grad).to(b_dtype), None, None, None, None)
 
     return ChunkedCE
-
 
 
 def add_neftune(model: Any, alpha: float) -> Any:
