@@ -140,9 +140,11 @@ def test_single_mode_with_smollm2_judge_then_rescore_from_cache(
     data_dir: Path, tmp_path: Path, tiny_model_dir: Path, smollm2_judge_backend: Any, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     counting = CountingBackend(smollm2_judge_backend)
-    real_make_backend = runner.make_backend
-    # the judge is the SmolLM2 the session already loaded (same object the runner would build)
-    monkeypatch.setattr(runner, "make_backend", lambda model, backend, args: counting if model == "smollm2-judge"
+    from evalsuite import serving
+
+    real_make_backend = serving.make_backend
+    # the judge is the SmolLM2 the session already loaded (same object the judge client would build)
+    monkeypatch.setattr(serving, "make_backend", lambda model, backend, args: counting if model == "smollm2-judge"
                         else real_make_backend(model, backend, args))
     cfg = RunConfig(tasks=["mt_bench"], model=str(tiny_model_dir), limit=2, data_dir=str(data_dir),
                     output_dir=str(tmp_path / "runs"), cache_path=str(tmp_path / "calls.sqlite"), judge="smollm2-judge",
