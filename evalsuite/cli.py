@@ -58,14 +58,19 @@ def _limit(text: str) -> int:
     return n
 
 
-def _samples_per_task(text: str) -> int:
+def _whole_number(text: str, message: str) -> int:
+    """`text` as a whole number >= 1, else argparse's one-line error with `message` (which names the flag)."""
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"--samples-per-task takes a whole number >= 1 (samples per prompt), got '{text}'")
+        raise argparse.ArgumentTypeError(message)
     return n
+
+
+def _samples_per_task(text: str) -> int:
+    return _whole_number(text, f"--samples-per-task takes a whole number >= 1 (samples per prompt), got '{text}'")
 
 
 def _temperature(text: str) -> float:
@@ -79,13 +84,7 @@ def _temperature(text: str) -> float:
 
 
 def _judge_samples(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"--judge-samples takes a whole number >= 1, got '{text}'")
-    return k
+    return _whole_number(text, f"--judge-samples takes a whole number >= 1, got '{text}'")
 
 
 def _share(text: str) -> float:
@@ -101,13 +100,7 @@ def _share(text: str) -> float:
 def _cpu_max_tokens(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of tokens >= 1 or 'none', got {text}")
-    return value
+    return _whole_number(text, f"expected a whole number of tokens >= 1 or 'none', got {text}")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
