@@ -21,7 +21,8 @@ from tests import ci_strict
 from tests.ci_strict import in_ci, unavailable
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", REPO.parent / "shared" / "data"))
+# Resolved: a test that writes the path into a config in tmp_path must not read it relative to that file.
+SHARED_DATA = Path(os.environ.get("EVALSUITE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")  # the names test_report_browser looks for
 
 
