@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite.backends import hf_generate
+from evalsuite.backends import hf_generate, prefix_kv
 from evalsuite.backends.hf import HFBackend
 from evalsuite.errors import UsageError
 from evalsuite.records import GenerateRequest, Output, chat
@@ -37,10 +37,10 @@ def _prefix_lengths(backend: HFBackend, monkeypatch: pytest.MonkeyPatch) -> list
 
 def test_shared_prefix_leaves_every_prompt_a_token() -> None:
     """The cache covers only tokens all prompts share, and never a whole prompt (its last token must be fed)."""
-    assert hf_generate.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9]], 2) == 3
-    assert hf_generate.shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], 2) == 2
-    assert hf_generate.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9]], 4) == 0  # under the minimum
-    assert hf_generate.shared_prefix_length([[1, 2, 3, 4]], 1) == 0  # nothing to share with
+    assert prefix_kv.shared_length([[1, 2, 3, 4], [1, 2, 3, 9]], 2) == 3
+    assert prefix_kv.shared_length([[1, 2, 3], [1, 2, 3, 4]], 2) == 2
+    assert prefix_kv.shared_length([[1, 2, 3, 4], [1, 2, 3, 9]], 4) == 0  # under the minimum
+    assert prefix_kv.shared_length([[1, 2, 3, 4]], 1) == 0  # nothing to share with
 
 
 def test_prefix_reuse_is_validated_before_loading() -> None:

@@ -12,13 +12,12 @@ Log-likelihood semantics are lm-eval's (`_encode_pair`), so the numbers match it
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from evalsuite.backends import Done, check_bool, check_choice, check_int, identity
-from evalsuite.backends import cpu_threads, hf_generate
+from evalsuite.backends import cpu_threads, hf_generate, prefix_kv
 from evalsuite.backends import models as model_store
 from evalsuite.backends.tokens import LocalTokenization
 from evalsuite.chat_template import CHATML_TEMPLATE
@@ -200,7 +199,7 @@ class HFBackend(LocalTokenization):
         lcp = 0
         for row in rows:
             if current:
-                shared = _common_prefix(current[0][0], row[0], lcp)
+                shared = prefix_kv.common_length(current[0][0], row[0], lcp)
                 if self.prefix_sharing and shared >= self.min_shared_prefix:
                     current.append(row)
                     lcp = shared
@@ -222,8 +221,7 @@ class HFBackend(LocalTokenization):
         cache = None
         with torch.inference_mode():
             if prefix_len:
-                prefix = torch.tensor([rows[0][0][:prefix_len]], device=self.device)
-                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                cache = prefix_kv.compute(self.model, rows[0][0][:prefix_len], self.device)
             rows = sorted(rows, key=lambda row: -len(row[0]))
             for batch in self._batches(rows, lambda row: len(row[0]) - prefix_len):
                 t0 = time.perf_counter()
@@ -243,9 +241,7 @@ class HFBackend(LocalTokenization):
         index = {pos: k for k, pos in enumerate(needed)}
         kwargs: dict[str, Any] = {}
         if cache is not None:
-            kv = copy.deepcopy(cache)
-            kv.batch_repeat_interleave(len(batch))
-            kwargs["past_key_values"] = kv
+            kwargs["past_key_values"] = prefix_kv.copy_for(cache, len(batch))
         logits = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -292,14 +288,6 @@ class HFBackend(LocalTokenization):
                         top_p: float, n: int, prefix: hf_generate.SharedPrefix | None = None,
                         on_tokens: Any = None) -> list[tuple[list[str], int]]:
         return hf_generate.generate_batch(self, prompts, max_tokens, stop, temperature, top_p, n, prefix, on_tokens)
-
-
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def check_device(device: Any) -> None:

@@ -16,13 +16,12 @@ not count), so a long generation shows progress before its requests complete.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from evalsuite.backends import Done, identity
+from evalsuite.backends import Done, identity, prefix_kv
 from evalsuite.records import GenerateRequest, Output
 
 if TYPE_CHECKING:
@@ -35,21 +34,6 @@ class SharedPrefix:
 
     length: int
     cache: Any
-
-
-def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int) -> int:
-    """Tokens every prompt starts with, leaving each prompt at least one token of its own.
-
-    0 when that is under `minimum` (or for a single prompt): a short prefix is not worth a copy."""
-    if len(prompts) < 2:
-        return 0
-    first, n = prompts[0], min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        i = 0
-        while i < n and p[i] == first[i]:
-            i += 1
-        n = i
-    return n if n >= minimum else 0
 
 
 def generate(backend: HFBackend, requests: Sequence[GenerateRequest], done: Done) -> None:
@@ -67,7 +51,7 @@ def generate(backend: HFBackend, requests: Sequence[GenerateRequest], done: Done
         order = sorted(idxs, key=lambda i: -len(encoded[i]))
         prefix = None
         if backend.prefix_reuse:
-            length = shared_prefix_length([encoded[i] for i in order], backend.min_shared_prefix)
+            length = prefix_kv.shared_length([encoded[i] for i in order], backend.min_shared_prefix)
             prefix = prefix_cache(backend, encoded[order[0]][:length]) if length else None
         # seeded sampling runs one prompt at a time so its samples do not depend on the batch
         batches = (
@@ -92,11 +76,8 @@ def generate(backend: HFBackend, requests: Sequence[GenerateRequest], done: Done
 
 def prefix_cache(backend: HFBackend, tokens: Sequence[int]) -> SharedPrefix:
     """One forward pass over the shared tokens; its cache is copied for every batch."""
-    torch = backend._torch
-    with torch.inference_mode():
-        ids = torch.tensor([list(tokens)], device=backend.device)
-        cache = backend.model(input_ids=ids, use_cache=True).past_key_values
-    return SharedPrefix(len(tokens), cache)
+    with backend._torch.inference_mode():
+        return SharedPrefix(len(tokens), prefix_kv.compute(backend.model, tokens, backend.device))
 
 
 def generate_batch(
@@ -115,9 +96,7 @@ def generate_batch(
         # the cache is not expanded by num_return_sequences: repeat the rows here, in its order
         rows = [r for r in rows for _ in range(n)]
         masks = [m for m in masks for _ in range(n)]
-        kv = copy.deepcopy(prefix.cache)
-        kv.batch_repeat_interleave(len(rows))
-        kwargs = {"past_key_values": kv, "num_return_sequences": 1}
+        kwargs = {"past_key_values": prefix_kv.copy_for(prefix.cache, len(rows)), "num_return_sequences": 1}
     ids = torch.tensor(rows, device=backend.device)
     mask = torch.tensor(masks, device=backend.device)
     eos = backend.model.generation_config.eos_token_id
