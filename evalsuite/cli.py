@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from evalsuite.argtypes import whole_number
 from evalsuite.cpu_defaults import CPU_MAX_TOKENS
 
 DELEGATED = {
@@ -49,28 +50,11 @@ def _typed(value: str) -> Any:
 
 
 def _limit(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--limit takes a positive whole number of samples, got '{text}'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--limit takes a positive whole number of samples, got '{text}'")
-    return n
-
-
-def _whole_number(text: str, message: str) -> int:
-    """`text` as a whole number >= 1, else argparse's one-line error with `message` (which names the flag)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(message)
-    return n
+    return whole_number(text, f"--limit takes a positive whole number of samples, got '{text}'")
 
 
 def _samples_per_task(text: str) -> int:
-    return _whole_number(text, f"--samples-per-task takes a whole number >= 1 (samples per prompt), got '{text}'")
+    return whole_number(text, f"--samples-per-task takes a whole number >= 1 (samples per prompt), got '{text}'")
 
 
 def _temperature(text: str) -> float:
@@ -84,7 +68,7 @@ def _temperature(text: str) -> float:
 
 
 def _judge_samples(text: str) -> int:
-    return _whole_number(text, f"--judge-samples takes a whole number >= 1, got '{text}'")
+    return whole_number(text, f"--judge-samples takes a whole number >= 1, got '{text}'")
 
 
 def _share(text: str) -> float:
@@ -100,7 +84,7 @@ def _share(text: str) -> float:
 def _cpu_max_tokens(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
-    return _whole_number(text, f"expected a whole number of tokens >= 1 or 'none', got {text}")
+    return whole_number(text, f"expected a whole number of tokens >= 1 or 'none', got {text}")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

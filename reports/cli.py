@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalsuite.argtypes import whole_number
+
 if TYPE_CHECKING:
     from evalsuite.reports.compare import Comparison
     from evalsuite.runner import RunConfig
@@ -24,13 +26,7 @@ def _tasks(text: str | None) -> list[str] | None:
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
+    return whole_number(text, f"expected a whole number >= 1, got '{text}'")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ def _rows(tmp: Path) -> list[tuple[list[str], int, str]]:
          "the weight 'abc' is not a number"),
         (["train", str(_train_config(tmp, str(tmp / "absent.jsonl")))], 2, "training data not found"),
         (["train", str(_train_config(tmp, str(tmp / "broken.jsonl")))], 2, "broken.jsonl:2 is not valid JSON"),
-        (["compare", str(tmp), str(tmp), "--n-boot", "0"], 2, "--n-boot: expected a whole number >= 1, got 0"),
+        (["compare", str(tmp), str(tmp), "--n-boot", "0"], 2, "--n-boot: expected a whole number >= 1, got '0'"),
         (["run", "--model", str(tmp / "no-model"), "--tasks", "xstest", "-T", "xstest.classifier=judge",
           "--output-dir", str(tmp / "r")], 2, "task(s) xstest need a judge model: pass --judge MODEL"),
         (["score", "--tasks", "gsm8k", "--data-dir", str(data), "--outputs", str(outs), "--output-dir", str(tmp / "r"),
