@@ -57,8 +57,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if in_ci() and (missing := ci_missing()):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # the controller has checked before starting the workers
+    if in_ci() and not worker and (missing := ci_missing()):
         raise pytest.UsageError("CI: missing " + "; ".join(missing))  # one line, exit status 4
+
+
+# Test files that start a vLLM engine: one at a time (each reserves a share of the machine's memory).
+VLLM_FILES = ("test_vllm_backend", "test_trainer_vllm", "test_openai_backend")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `-n N --dist loadgroup` (the default addopts), a test file runs on one worker, so its
+    module-scoped fixtures (a vLLM engine, a converted GGUF, a browser) are built once; the vLLM files
+    share one worker."""
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("vllm" if stem in VLLM_FILES else stem))
 
 
 @pytest.fixture(autouse=True)
