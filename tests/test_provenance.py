@@ -265,3 +265,26 @@ def test_real_train_then_run_checkpoint_warns(tiny_model_dir: Path, shared_data:
         held_out = {f"user_oriented_task_{i}" for i in range(12)} - set(c["ids"])
         assert (c["overlapping"], c["n"], len(held_out)) == (10, 12, 2)
         assert results["tasks"]["ifeval"]["contamination"]["overlapping"] == 0
+
+
+@pytest.mark.slow
+def test_fingerprints_off_writes_none_and_keeps_the_run_fingerprint(tiny_model_dir: Path, shared_data: Path,
+                                                                   tmp_path: Path) -> None:
+    """`data.fingerprints: false`: the recipe's setup writes no n-gram array and no manifest, and the run's
+    resume fingerprint is the same as with it on (a disk policy, not what is trained).
+
+    Catches: the switch ignored (the array written anyway), or counted in the run fingerprint (a run
+    could not resume after turning it off)."""
+    from evalsuite.trainers import config
+    from evalsuite.trainers.recipe import Recipe
+
+    raw = yaml.safe_load(_train_config(tmp_path, tiny_model_dir, shared_data).read_text())
+    on = config.TrainConfig.model_validate(raw)
+    off = config.TrainConfig.model_validate({**raw, "data": {**raw["data"], "fingerprints": False}})
+    assert on.fingerprint() == off.fingerprint()
+    for name, cfg in (("on", on), ("off", off)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        Recipe(cfg, run_dir).setup()
+        assert (run_dir / provenance.FINGERPRINTS).is_file() == (name == "on")
+        assert (run_dir / provenance.MANIFEST).is_file() == (name == "on")

@@ -63,6 +63,10 @@ class DataConfig(_Strict):
         "<run>/decontamination.json and into every checkpoint's eval run directory")
     decontaminate_action: Literal["drop", "report"] = Field(
         "drop", description="drop contaminated conversations before the split, or only report them")
+    fingerprints: bool = Field(
+        True, description="write the training conversations' n-gram fingerprints (<run>/training_ngrams.npy, 8 bytes "
+        "per distinct 13-gram and 8-gram) so that `evalsuite run --model CHECKPOINT` warns when a task's samples were "
+        "trained on; false for a dataset too large to index (the checkpoint is then not checked)")
     chat_template: str = Field(
         "auto",
         description="auto (the tokenizer's own, else ChatML), chatml, or a Jinja template string; the evaluation of "
@@ -189,7 +193,7 @@ class TrainConfig(_Strict):
         Dropping contaminated rows changes the training data, so the resolved decontamination
         tasks count even when they come from eval.tasks."""
         keep = self.model_dump(exclude={"eval": True, "export": True, "output_dir": True, "run_name": True,
-                                        "training": {"keep_optimizer"}})  # disk policy: not what is trained
+                                        "training": {"keep_optimizer"}, "data": {"fingerprints"}})  # disk policy: not what is trained
         drop = self.data.decontaminate_action == "drop"
         d = self.data.decontaminate  # "report" leaves the data as it is: the value as written (older runs resume)
         keep["data"]["decontaminate"] = self.decontamination_tasks() if drop else (d if isinstance(d, list) else [])

@@ -136,7 +136,7 @@ class Recipe:
             keys.append([float(len(e)) for _, e in pairs] if d.curriculum == "length" else
                         [c.difficulty or 0.0 for c, _ in pairs] if d.curriculum == "field" else None)
         self.pools, self.keys, self.val = pools, keys, val
-        if self.acc.is_main_process:  # what `evalsuite run --model CHECKPOINT` checks its tasks' samples against
+        if d.fingerprints and self.acc.is_main_process:  # what `run --model CHECKPOINT` checks its samples against
             contamination.fingerprint(self.run_dir, trained, [s.name for s in d.datasets])
         self.weights = [s.weight for s in d.datasets]
         n_train = sum(len(p) for p in pools)
