@@ -57,7 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER")  # the controller has checked before starting the workers
+    # an xdist worker has `workerinput`; the controller checked before starting it. (Not PYTEST_XDIST_WORKER:
+    # a test that runs pytest in a subprocess inherits that variable, and its run would skip the check.)
+    worker = hasattr(session.config, "workerinput")
     if in_ci() and not worker and (missing := ci_missing()):
         raise pytest.UsageError("CI: missing " + "; ".join(missing))  # one line, exit status 4
 
