@@ -1,4 +1,4 @@
-"""Argument types shared by every command line (evalsuite's own and the report commands'): one rule each."""
+"""Argument types shared by `evalsuite`'s own command line and the report commands' (compare, report, gate)."""
 
 from __future__ import annotations
 

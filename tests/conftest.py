@@ -64,18 +64,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("CI: missing " + "; ".join(missing))  # one line, exit status 4
 
 
-# Test files that start a vLLM engine: one at a time (each reserves a share of the machine's memory).
-VLLM_FILES = ("test_vllm_backend", "test_trainer_vllm", "test_openai_backend")
+# Test files that must share one worker (and run in file order there):
+SHARED_WORKER = {
+    # each starts a vLLM engine, which reserves a share of the machine's memory: one at a time
+    "test_vllm_backend": "vllm", "test_trainer_vllm": "vllm", "test_openai_backend": "vllm",
+    # each runs sandboxed code; test_sandbox checks that no sandbox work folder is left in the temp dir,
+    # which (without bwrap) holds the folders of every process's live sandboxes until its close_all()
+    "test_sandbox": "sandbox", "test_code_tasks": "sandbox", "test_clustered_metrics": "sandbox",
+    "test_bad_input": "sandbox", "test_gate_strict": "sandbox",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `-n N --dist loadgroup` (the default addopts), a test file runs on one worker, so its
-    module-scoped fixtures (a vLLM engine, a converted GGUF, a browser) are built once; the vLLM files
-    share one worker."""
+    module-scoped fixtures (a vLLM engine, a converted GGUF, a browser) are built once; the files in
+    SHARED_WORKER share one worker per group."""
     for item in items:
         stem = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("vllm" if stem in VLLM_FILES else stem))
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(stem, stem)))
 
 
 @pytest.fixture(autouse=True)

@@ -19,10 +19,11 @@ from tests.conftest import REPO, ci_missing
 SELF = "tests/test_ci_strict.py::test_embedded_model_fixture_gives_a_model_folder"
 
 
-def pytest_run(args: list[str], ci: bool, **env: str) -> subprocess.CompletedProcess:
+def pytest_run(args: list[str], ci: bool, workers: str = "0", **env: str) -> subprocess.CompletedProcess:
+    """A nested pytest run in one process (`workers="2"`: on two xdist workers, as CI runs the suite)."""
     environ = {k: v for k, v in os.environ.items() if k not in {"CI", "PYTEST_ADDOPTS"}}
     environ.update(env, **({"CI": "true"} if ci else {}))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-n", workers, *args],
                           cwd=REPO, env=environ, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -41,8 +42,10 @@ def test_embedded_model_fixture_gives_a_model_folder(smollm2_dir: Path) -> None:
 def test_ci_without_the_embedded_model_fails_with_one_line(tmp_path: Path) -> None:
     """CI=true and no SmolLM2: the run stops before any test, exit 4, one `CI: missing` line naming it.
 
-    Catches the old behaviour: the fixture skipped on any exception and CI passed with 53 model tests skipped."""
-    proc = pytest_run([SELF], ci=True, PYTHONPATH=no_model_path(tmp_path))
+    Catches the old behaviour: the fixture skipped on any exception and CI passed with 53 model tests skipped;
+    and, run on two workers as CI runs, a controller that took itself for a worker (an inherited
+    PYTEST_XDIST_WORKER) and left the check to fixtures."""
+    proc = pytest_run([SELF], ci=True, workers="2", PYTHONPATH=no_model_path(tmp_path))
     out = proc.stdout + proc.stderr
     lines = [line for line in out.splitlines() if "CI: missing" in line]
     assert proc.returncode == 4, out[-2000:]

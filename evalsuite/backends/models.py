@@ -161,32 +161,43 @@ def _converted(gguf: Path, name: str) -> bool:
 
 def convert_gguf(gguf: Path, name: str) -> Path:
     """An HF-format fp32 copy of a GGUF model, made once and cached by the file's identity."""
-    st = gguf.stat()
     target = _converted_dir(gguf, name)
     if (target / "config.json").is_file():
         return target
     check_gguf(gguf)
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # several processes on a fresh cache (torchrun ranks, test workers): one converts, the others wait for it
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not (target / "config.json").is_file():
+            _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(f"[dim]converting {gguf.name} to a cached HF checkpoint (once, ~20 s)...[/dim]")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    st = gguf.stat()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model.hf_quantizer = None  # the weights are dequantised fp32 now; this marker blocks saving
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "evalsuite_source.json").write_text(json.dumps({"gguf": str(gguf), "size": st.st_size}))
-        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+        if target.exists():  # a folder without config.json: not one this function wrote (that is atomic)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def weights_hash(path: str, adapter: str | None = None) -> str:
