@@ -95,3 +95,31 @@ def test_bad_input_is_one_line_exit_2(args: list[str], damage, code: int, phrase
     lines = [x for x in err.splitlines() if x.strip() and not x.startswith("usage:") and not x.startswith(" ")]
     assert len(lines) == 1 and phrase in lines[0], err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "bad input leaves no run dir"
+
+
+COUNT_FLAGS = [  # counts where 0 ran 100 empty rounds, reported a "0-gram overlap", or let no request start
+    ["run", "--tasks", "gsm8k", "--max-concurrency"],
+    ["data", "self-instruct", "--model", "m", "--out", "o.jsonl", "--batch"],
+    ["data", "self-instruct", "--model", "m", "--out", "o.jsonl", "--num-instructions"],
+    ["data", "self-instruct", "--model", "m", "--out", "o.jsonl", "--max-rounds"],
+    ["data", "decontam", "rows.jsonl", "--n"],
+    ["data", "mix", "--out", "o.jsonl", "--total"],
+    ["data", "filter", "rows.jsonl", "--out", "o.jsonl", "--max-words"],
+    ["annotate", "export", "--bootstrap"],
+    ["annotate", "runs/a", "--limit"],
+]
+
+
+@pytest.mark.parametrize("args", COUNT_FLAGS, ids=lambda a: f"{a[0]}-{a[-1].lstrip('-')}")
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_a_count_below_one_is_one_usage_line(args: list[str], value: str, capsys) -> None:
+    """A count flag given 0, a negative or a non-number stops at parse time: exit 2, one line naming the flag.
+
+    Catches a count parsed as a plain int, which let `data decontam --n 0` report "0 contaminated
+    (0-gram overlap)" with exit 0, and `data self-instruct --batch 0` spend 100 empty rounds."""
+    with pytest.raises(SystemExit) as exc:
+        main([*args, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err[-1].endswith(f"argument {args[-1]}: expected a whole number >= 1, got '{value}'"), err
+    assert not any("Traceback" in line for line in err)

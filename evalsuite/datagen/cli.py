@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evalsuite.argtypes import positive
+
 
 def configure_data(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
@@ -28,13 +30,13 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--data-dir", help="data tree laid out like shared/data (or EVALSUITE_DATA_DIR)")
     _add_model(s, required=True, help_text="generator model (any evalsuite --model spec)")
     s.add_argument("--response-model", help="answer with this model instead of the generator")
-    s.add_argument("--num-instructions", type=int, default=100, help="new instructions wanted (default 100)")
-    s.add_argument("--batch", type=int, default=4, help="prompts per round (default 4)")
+    s.add_argument("--num-instructions", type=positive("--num-instructions"), default=100, help="new instructions wanted (default 100)")
+    s.add_argument("--batch", type=positive("--batch"), default=4, help="prompts per round (default 4)")
     s.add_argument("--temperature", type=float, default=0.7)
     s.add_argument("--top-p", type=float, default=0.5)
-    s.add_argument("--max-tokens", type=int, default=512, help="tokens per instruction-generation call")
-    s.add_argument("--response-tokens", type=int, default=512, help="tokens per response")
-    s.add_argument("--max-rounds", type=int, default=100)
+    s.add_argument("--max-tokens", type=positive("--max-tokens"), default=512, help="tokens per instruction-generation call")
+    s.add_argument("--response-tokens", type=positive("--response-tokens"), default=512, help="tokens per response")
+    s.add_argument("--max-rounds", type=positive("--max-rounds"), default=100)
     s.add_argument("--rouge-threshold", type=float, default=0.7, help="reject ROUGE-L >= this vs the pool (0.7)")
     s.add_argument("--seed", type=int, default=0)
     _add_out(s)
@@ -43,7 +45,7 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
     f.add_argument("input", help="JSONL/JSON rows (alpaca, messages, or self-instruct seed format)")
     f.add_argument("--on", choices=["prompt", "all"], default="prompt", help="compare the prompt (default) or all text")
     f.add_argument("--min-words", type=int, default=3)
-    f.add_argument("--max-words", type=int, default=150)
+    f.add_argument("--max-words", type=positive("--max-words"), default=150)
     f.add_argument("--blocklist", help="comma-separated keywords (default: Self-Instruct's list); '' disables")
     f.add_argument("--rouge-threshold", type=float, default=0.7, help="reject ROUGE-L >= this; 0 disables")
     f.add_argument("--rouge-pool", help="JSONL of existing instructions the new ones must differ from")
@@ -61,7 +63,7 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
                    help="comma-separated eval task names, or 'all' (default): every registered task whose data "
                         "loads offline (from the data dir); the others are listed as skipped")
     d.add_argument("--data-dir", help="data tree laid out like shared/data (or EVALSUITE_DATA_DIR)")
-    d.add_argument("--n", type=int, default=13, help="n-gram size (13, as lm-eval)")
+    d.add_argument("--n", type=positive("--n"), default=13, help="n-gram size (13, as lm-eval)")
     d.add_argument("--drop", action="store_true", help="write the rows without the contaminated ones to --out")
     d.add_argument("--fail", action="store_true", help="exit 1 when anything is contaminated (for CI)")
     d.add_argument("--out", help="output JSONL (with --drop)")
@@ -70,7 +72,7 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
 
     m = sub.add_parser("mix", help="build a weighted mixture of several sources; report realised shares")
     m.add_argument("--source", action="append", default=[], metavar="[NAME=]PATH[:WEIGHT]", help="repeatable")
-    m.add_argument("--total", type=int, help="rows in the mixture (default: the most without upsampling)")
+    m.add_argument("--total", type=positive("--total"), help="rows in the mixture (default: the most without upsampling)")
     m.add_argument("--replace", action="store_true", help="upsample sources smaller than their share")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--tokenizer", help="count tokens with this tokenizer (model alias/folder); without it the "
