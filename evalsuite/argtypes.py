@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 
 def whole_number(text: str, message: str) -> int:
@@ -17,11 +16,8 @@ def whole_number(text: str, message: str) -> int:
     return n
 
 
-def positive(flag: str) -> Callable[[str], int]:
-    """An argparse `type` for a count that must be >= 1 (0 would silently do nothing, or wait forever)."""
+def positive(text: str) -> int:
+    """An argparse `type` for a count that must be >= 1 (0 would silently do nothing, or wait forever).
 
-    def parse(text: str) -> int:
-        return whole_number(text, f"expected a whole number >= 1, got '{text}'")  # argparse names the flag
-
-    parse.__name__ = flag.lstrip("-").replace("-", "_")  # how argparse refers to the type in its own messages
-    return parse
+    argparse puts the flag before the message: `argument --batch: expected a whole number >= 1, got '0'`."""
+    return whole_number(text, f"expected a whole number >= 1, got '{text}'")

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-args", help="key=value[,...] for the backend, e.g. dtype=bfloat16,batch_size=8")
     run.add_argument("--batch-size", help="'auto' (default) or a number")
     run.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
-    run.add_argument("--max-concurrency", type=positive("--max-concurrency"), help="parallel requests in flight (openai backend)")
+    run.add_argument("--max-concurrency", type=positive, help="parallel requests in flight (openai backend)")
     run.add_argument("--samples-per-task", type=_samples_per_task, default=1,
                      help="samples per prompt (pass@k, majority vote) for the tasks that sample")
     run.add_argument("--temperature", type=_temperature, help="sampling temperature (>= 0) for the tasks that sample")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalsuite.argtypes import whole_number
+from evalsuite.argtypes import positive
 
 if TYPE_CHECKING:
     from evalsuite.reports.compare import Comparison
@@ -25,16 +25,12 @@ def _tasks(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def _positive(text: str) -> int:
-    return whole_number(text, f"expected a whole number >= 1, got '{text}'")
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="compare only these tasks (comma-separated); default: all tasks")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even when sample sets or contents, task versions, task configs (e.g. num_fewshot) "
                         "or task lists differ (said in the output); without it they are an error (exit 2)")
-    p.add_argument("--n-boot", type=_positive, default=10_000, help="paired bootstrap resamples (default 10000)")
+    p.add_argument("--n-boot", type=positive, default=10_000, help="paired bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report (= --report html:PATH)")
     p.add_argument("--report", metavar="FORMAT:PATH", action="append", default=[],
@@ -284,7 +280,7 @@ def configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="report only these tasks (comma-separated); default: all tasks")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even when sample sets, task versions or configs differ (said in the report)")
-    p.add_argument("--n-boot", type=_positive, default=2000, help="paired bootstrap resamples (default 2000)")
+    p.add_argument("--n-boot", type=positive, default=2000, help="paired bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--arena", metavar="RUN", action="append", default=[],
                    help="an `evalsuite arena` run directory whose ratings the report shows (repeatable)")

@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="the project's SQLite file (default: next to the runs or the items file)")
     parser.add_argument("--name", help="project name (default: the task)")
     parser.add_argument("--shared-only", action="store_true", help="annotate the samples every run answered")
-    parser.add_argument("--limit", type=positive("--limit"), help="at most N samples")
+    parser.add_argument("--limit", type=positive, help="at most N samples")
     parser.add_argument("--seed", type=int, default=0, help="item order shuffle (default 0)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --token)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-field", default="id", help="import: the item id field/column (default id)")
     parser.add_argument("--model-field", help="import: the column naming the model that wrote a single answer")
     parser.add_argument("--output-dir", default="runs", help="export: where the run dir goes (default runs)")
-    parser.add_argument("--bootstrap", type=positive("--bootstrap"), default=1000, help="export: bootstrap rounds for CIs (default 1000)")
+    parser.add_argument("--bootstrap", type=positive, default=1000, help="export: bootstrap rounds for CIs (default 1000)")
     parser.add_argument("--arena", help="export: an arena run dir whose judge is compared with the humans")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
